@@ -1,0 +1,134 @@
+"""RecBole configuration for recbole_dns: model resolution, ``dns: true``, YAML defaults, validation."""
+
+from __future__ import annotations
+
+import importlib.resources
+import numbers
+import os
+from pathlib import Path
+from typing import Any
+
+from recbole.config import Config as RecBoleConfig
+
+from recbole_dns import models
+from recbole_dns.dns import SAMPLERS
+from recbole_dns.errors import ConfigError
+
+
+def properties_dir() -> Path:
+    """The YAML defaults: ``properties/`` of a checkout, or ``recbole_dns/properties`` of a wheel."""
+    checkout = Path(__file__).resolve().parent.parent / "properties"
+    if (checkout / "overall.yaml").is_file():
+        return checkout
+    return Path(str(importlib.resources.files("recbole_dns.properties")))
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+#: key -> (check, description of the allowed values)
+DNS_KEYS: dict[str, tuple[Any, str]] = {
+    "dns": (lambda v: isinstance(v, bool), "true or false"),
+    "dns_n": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "dns_k": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "dns_tau": (lambda v: _is_number(v) and v > 0, "a number > 0"),
+    "dns_sampler": (lambda v: v in SAMPLERS, " | ".join(SAMPLERS)),
+    "dns_refresh_mb": (lambda v: _is_number(v) and v > 0, "a number > 0 (MiB)"),
+}
+
+
+def validate_dns_config(config: Any) -> None:
+    """Raise :class:`ConfigError` for a DNS key outside its allowed values."""
+    for key, (check, allowed) in DNS_KEYS.items():
+        value = config[key]
+        if not check(value):
+            raise ConfigError(f"config key '{key}' must be {allowed}; got {value!r}")
+
+
+def check_dns_k(config: Any, n_items: int) -> None:
+    """``dns_k`` must leave room in the catalogue (``n_items`` counts RecBole's padding item 0)."""
+    if config["dns_k"] > n_items - 1:
+        raise ConfigError(
+            f"config key 'dns_k' must be between 1 and the number of items of dataset "
+            f"'{config['dataset']}' ({n_items - 1}); got {config['dns_k']}"
+        )
+
+
+class Config(RecBoleConfig):
+    """RecBole's ``Config`` that knows this package's models and defaults.
+
+    * ``model`` is resolved in this package first, then among RecBole's built-in models (clear error
+      for an unknown name);
+    * ``dns: true`` turns a supported base model into its ``_DNS`` variant;
+    * YAML defaults load in this order (later wins): RecBole's, ``properties/overall.yaml``, the base
+      model's RecBole YAML for a ``_DNS`` variant, ``properties/model/<model>.yaml``,
+      ``properties/dataset/<dataset>.yaml``; then config files, ``config_dict`` and the command line;
+    * the DNS keys are validated.
+
+    ``read_cmd_line=False`` ignores ``sys.argv`` (RecBole always reads it).
+    """
+
+    def __init__(
+        self,
+        model: str | type | None = None,
+        dataset: str | None = None,
+        config_file_list: list[str] | None = None,
+        config_dict: dict | None = None,
+        read_cmd_line: bool = True,
+    ) -> None:
+        self._read_cmd_line = read_cmd_line
+        for path in config_file_list or []:
+            if not os.path.isfile(path):
+                raise ConfigError(f"config file not found: {path}")
+        super().__init__(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+        validate_dns_config(self)
+
+    def _load_cmd_line(self):
+        return super()._load_cmd_line() if self._read_cmd_line else {}
+
+    def _get_model_and_dataset(self, model, dataset):
+        if model is None:
+            model = self.external_config_dict.get("model")
+            if model is None:
+                raise ConfigError("config key 'model' is not set: give --model=NAME, a config file or config_dict")
+        if dataset is None:
+            dataset = self.external_config_dict.get("dataset")
+            if dataset is None:
+                raise ConfigError("config key 'dataset' is not set: give --dataset=NAME, a config file or config_dict")
+        name = model if isinstance(model, str) else model.__name__
+        dns = self.external_config_dict.get("dns", None)
+        if dns is not None and not isinstance(dns, bool):
+            raise ConfigError(f"config key 'dns' must be true or false; got {dns!r}")
+        if dns:
+            name = models.dns_variant(name)
+        elif dns is False and models.is_dns_model(name):
+            raise ConfigError(f"dns: false contradicts model {name!r}; use its base model {models.base_of(name)!r}")
+        model_class = models.get_model(name) if (isinstance(model, str) or name != model.__name__) else model
+        return name, model_class, str(dataset)
+
+    def _load_internal_config_dict(self, model, model_class, dataset):
+        super()._load_internal_config_dict(model, model_class, dataset)
+        props = properties_dir()
+        recbole_props = Path(str(importlib.resources.files("recbole"))) / "properties" / "model"
+        files = [props / "overall.yaml"]
+        base = models.base_of(model)
+        if base is not None:
+            files.append(recbole_props / f"{base}.yaml")
+            files.append(props / "model" / f"{base}.yaml")
+        files += [props / "model" / f"{model}.yaml", props / "dataset" / f"{dataset}.yaml"]
+        for path in files:
+            if path.is_file():
+                self._update_internal_config_dict(str(path))
+        if models.is_dns_model(model):
+            self.internal_config_dict["dns"] = True
+
+    def _get_final_config_dict(self):
+        final = super()._get_final_config_dict()
+        if models.is_dns_model(self.model):
+            final["dns"] = True
+        return final

@@ -1,0 +1,309 @@
+"""The Dynamic Negative Sampling mechanism, model-agnostic.
+
+Everything DNS adds to a recommender lives here (Sections 3.3 of the paper):
+
+* :func:`build_pool` - Eq. 4: for every user, the ``k`` allowed items with the lowest cosine
+  similarity (or the highest, or ``k`` random ones, for the paper's RQ1 samplers);
+* :func:`dns_loss` - Eq. 5: ``-log f(u,i+) / (f(u,i-) + f(u,i'-) + f(u,i+))``, ``f = exp(cos/tau)``;
+* :class:`DNSPool` - the schedule (refresh at epochs 0, n, 2n, ...), the per-instance draw of the
+  contrastive negative ``i'-`` and the checkpoint state;
+* :class:`DNSModel` - what a ``_DNS`` model variant must provide: its embedding tables (for the pool and
+  for the loss) and its own extra loss terms. The DNS loss itself is computed here, once for all models.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+
+SAMPLERS = ("dissimilar", "similar", "random")
+
+#: Interaction field that carries the contrastive negative i'- of each training instance.
+DNS_NEG_ITEM_ID = "dns_neg_item_id"
+
+#: Default bound on the extra memory one refresh may use, in MiB (the ``chunk x n_items`` scores).
+DEFAULT_REFRESH_MB = 256.0
+
+
+def chunk_size_for(n_items: int, memory_mb: float) -> int:
+    """Users per chunk so that a chunk's score matrix and top-k work fit in ``memory_mb`` MiB.
+
+    A chunk holds ``chunk x n_items`` float32 scores plus, transiently, about as much again for
+    ``torch.topk``'s work buffers; we budget 8 bytes per score.
+    """
+    return max(1, int(memory_mb * 2**20) // (8 * max(1, n_items)))
+
+
+def _csr_to_torch(exclude: sp.csr_matrix, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    exclude = sp.csr_matrix(exclude, dtype=np.float32)
+    exclude.sum_duplicates()
+    exclude.eliminate_zeros()
+    indptr = torch.as_tensor(exclude.indptr.astype(np.int64), device=device)
+    indices = torch.as_tensor(exclude.indices.astype(np.int64), device=device)
+    return indptr, indices
+
+
+@torch.no_grad()
+def build_pool(
+    user_emb: torch.Tensor,
+    item_emb: torch.Tensor,
+    exclude: sp.csr_matrix,
+    k: int,
+    sampler: str = "dissimilar",
+    chunk_size: int | None = None,
+) -> torch.LongTensor:
+    """Retrieve ``k`` candidate negatives per user (Eq. 4 of the paper).
+
+    Args:
+        user_emb: ``[n_users, d]`` user embedding table.
+        item_emb: ``[n_items, d]`` item embedding table (same device).
+        exclude: ``[n_users, n_items]`` sparse matrix; a non-zero entry means the item may not be
+            in the user's pool (training positives and RecBole's padding item 0).
+        k: pool size per user.
+        sampler: ``"dissimilar"`` - the k allowed items with the LOWEST cosine similarity (DNS);
+            ``"similar"`` - the k highest (hard negatives, ANCE-style);
+            ``"random"`` - k distinct allowed items drawn uniformly (torch's RNG).
+        chunk_size: users scored at once; ``None`` picks it from a 256 MiB bound.
+
+    Returns:
+        ``LongTensor [n_users, k]`` of item ids on the embeddings' device. A user with fewer than
+        ``k`` allowed items gets its allowed items repeated (one warning says how many users).
+
+    Raises:
+        ValueError: bad arguments, or a user with no allowed item at all.
+    """
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}; got {sampler!r}")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be an integer >= 1; got {k!r}")
+    if user_emb.dim() != 2 or item_emb.dim() != 2 or user_emb.shape[1] != item_emb.shape[1]:
+        raise ValueError(
+            f"user_emb and item_emb must be 2-D with the same width; got {tuple(user_emb.shape)} "
+            f"and {tuple(item_emb.shape)}"
+        )
+    n_users, n_items = user_emb.shape[0], item_emb.shape[0]
+    if tuple(exclude.shape) != (n_users, n_items):
+        raise ValueError(f"exclude must have shape {(n_users, n_items)}; got {tuple(exclude.shape)}")
+    k = int(k)
+    device = user_emb.device
+    indptr, indices = _csr_to_torch(exclude, device)
+    allowed = n_items - (indptr[1:] - indptr[:-1])
+    if bool((allowed == 0).any()):
+        bad = torch.nonzero(allowed == 0).flatten()
+        raise ValueError(
+            f"{bad.numel()} user(s) have no item left to sample (every item is excluded), "
+            f"e.g. user ids {bad[:5].tolist()}"
+        )
+    short = int((allowed < k).sum())
+    if short:
+        warnings.warn(
+            f"build_pool: {short} of {n_users} users have fewer than k={k} allowed items; "
+            "their allowed items are repeated to fill the pool",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    if chunk_size is None:
+        chunk_size = chunk_size_for(n_items, DEFAULT_REFRESH_MB)
+    chunk_size = max(1, int(chunk_size))
+
+    if sampler != "random":
+        user_n = F.normalize(user_emb.float(), dim=1)
+        item_n_t = F.normalize(item_emb.float(), dim=1).t().contiguous()
+    largest = sampler == "similar"
+    fill = -math.inf if largest else math.inf
+    kk = min(k, n_items)
+    cols = torch.arange(k, device=device)
+    pool = torch.empty((n_users, k), dtype=torch.long, device=device)
+    for start in range(0, n_users, chunk_size):
+        end = min(start + chunk_size, n_users)
+        if sampler == "random":
+            # random keys + top-k = k distinct items uniformly at random among the allowed ones
+            scores = torch.rand((end - start, n_items), device=device)
+        else:
+            scores = user_n[start:end] @ item_n_t
+        lo, hi = int(indptr[start]), int(indptr[end])
+        if hi > lo:
+            counts = indptr[start + 1 : end + 1] - indptr[start:end]
+            rows = torch.repeat_interleave(torch.arange(end - start, device=device), counts)
+            scores[rows, indices[lo:hi]] = fill
+        top = torch.topk(scores, kk, dim=1, largest=largest, sorted=True).indices
+        # allowed items come first (excluded ones score +-inf); cycle through them when short
+        wrap = torch.clamp(allowed[start:end], max=k).unsqueeze(1)
+        pool[start:end] = top.gather(1, cols.unsqueeze(0) % wrap)
+        del scores, top
+    return pool
+
+
+def dns_loss(
+    user_e: torch.Tensor,
+    pos_e: torch.Tensor,
+    neg_e: torch.Tensor,
+    dns_neg_e: torch.Tensor,
+    tau: float,
+) -> torch.Tensor:
+    """Batch mean of Eq. 5: ``-log f(u,i+) / (f(u,i-) + f(u,i'-) + f(u,i+))``, ``f = exp(cos/tau)``.
+
+    ``user_e``/``pos_e`` are ``[B, d]``; ``neg_e`` and ``dns_neg_e`` are ``[B, d]`` or ``[B, m, d]``
+    (several negatives per instance). Computed with ``logsumexp``: finite for small ``tau`` and for
+    zero vectors (whose cosine is taken as 0).
+    """
+    if not tau > 0:
+        raise ValueError(f"tau must be > 0; got {tau!r}")
+    items = torch.cat([_as_rows(pos_e), _as_rows(neg_e), _as_rows(dns_neg_e)], dim=1)  # [B, K, d]
+    logits = cosine(user_e, items) / tau  # column 0 is the positive
+    return (torch.logsumexp(logits, dim=1) - logits[:, 0]).mean()
+
+
+_COS_EPS = 1e-8
+
+
+def _as_rows(e: torch.Tensor) -> torch.Tensor:
+    return e.unsqueeze(1) if e.dim() == 2 else e
+
+
+def cosine(user_e: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """``[B, K]`` cosine of each user ``[B, d]`` with its ``K`` items ``[B, K, d]``.
+
+    One batched product for the dot products, times the inverse norms (clamped at 1e-8, so a zero
+    vector has cosine 0); cheaper on the backward pass than normalising the rows first.
+    """
+    dot = torch.bmm(items, user_e.unsqueeze(-1)).squeeze(-1)
+    user_inv = (user_e * user_e).sum(-1, keepdim=True).clamp_min(_COS_EPS**2).rsqrt()
+    item_inv = (items * items).sum(-1).clamp_min(_COS_EPS**2).rsqrt()
+    return dot * user_inv * item_inv
+
+
+class DNSPool:
+    """The per-user pool of contrastive negatives, its refresh schedule and its checkpoint state.
+
+    The pool is (re)built at the start of epoch 0 and of every epoch ``e`` with ``e % n == 0``;
+    the previous pool is dropped. :meth:`sample` gives every training instance one item drawn
+    uniformly from its user's pool row.
+    """
+
+    def __init__(
+        self,
+        exclude: sp.csr_matrix,
+        n: int,
+        k: int,
+        sampler: str = "dissimilar",
+        memory_mb: float = DEFAULT_REFRESH_MB,
+    ) -> None:
+        self.exclude = sp.csr_matrix(exclude)
+        self.n, self.k, self.sampler = int(n), int(k), sampler
+        self.chunk_size = chunk_size_for(self.exclude.shape[1], memory_mb)
+        self.pool: torch.Tensor | None = None
+        self.built_at: int = -1
+        self.refreshes: int = 0
+
+    @classmethod
+    def from_dataset(cls, dataset: Any, config: Any) -> "DNSPool":
+        """Pool over a RecBole training dataset: training positives and padding item 0 are excluded."""
+        exclude = exclusion_matrix(dataset)
+        return cls(exclude, config["dns_n"], config["dns_k"], config["dns_sampler"], config["dns_refresh_mb"])
+
+    def due(self, epoch: int) -> bool:
+        """Whether the pool must be (re)built at the start of ``epoch``."""
+        return self.pool is None or (epoch % self.n == 0 and self.built_at != epoch)
+
+    def refresh(self, model: "DNSModel", epoch: int) -> None:
+        """Rebuild the pool from the model's current embedding tables (no gradient)."""
+        with torch.no_grad():
+            user_e, item_e = model.dns_tables()
+            self.pool = None  # drop the old pool before building the new one
+            self.pool = build_pool(user_e.detach(), item_e.detach(), self.exclude, self.k, self.sampler, self.chunk_size)
+        self.built_at = epoch
+        self.refreshes += 1
+
+    def maybe_refresh(self, model: "DNSModel", epoch: int) -> bool:
+        """Refresh if :meth:`due`; returns whether it did."""
+        if self.due(epoch):
+            self.refresh(model, epoch)
+            return True
+        return False
+
+    def sample(self, users: torch.Tensor) -> torch.Tensor:
+        """One contrastive negative per instance, uniform over its user's pool row."""
+        if self.pool is None:
+            raise RuntimeError("the DNS pool has not been built yet")
+        users = users.to(self.pool.device)
+        cols = torch.randint(self.k, users.shape, device=self.pool.device)
+        return self.pool[users, cols]
+
+    def state_dict(self) -> dict:
+        return {"pool": self.pool, "built_at": self.built_at, "refreshes": self.refreshes}
+
+    def load_state_dict(self, state: dict, device: torch.device | str | None = None) -> None:
+        pool = state.get("pool")
+        if pool is not None and tuple(pool.shape) != (self.exclude.shape[0], self.k):
+            raise ValueError(
+                f"checkpoint DNS pool has shape {tuple(pool.shape)}, expected "
+                f"{(self.exclude.shape[0], self.k)} (was dns_k or the dataset changed?)"
+            )
+        self.pool = pool.to(device) if (pool is not None and device is not None) else pool
+        self.built_at = int(state.get("built_at", -1))
+        self.refreshes = int(state.get("refreshes", 0))
+
+
+def exclusion_matrix(dataset: Any) -> sp.csr_matrix:
+    """``[n_users, n_items]`` CSR of the items a user may not get: training positives and item 0."""
+    inter = dataset.inter_matrix(form="csr").astype(np.float32)
+    pad = sp.csr_matrix(
+        (np.ones(inter.shape[0], dtype=np.float32), (np.arange(inter.shape[0]), np.zeros(inter.shape[0], dtype=np.int64))),
+        shape=inter.shape,
+    )
+    out = (inter + pad).tocsr()
+    out.data[:] = 1.0
+    return out
+
+
+class DNSModel:
+    """Mixin for a ``_DNS`` model variant.
+
+    A variant says only how to get its tables and its extra losses:
+
+    * :meth:`dns_tables` - ``(users [n_users, d], items [n_items, d])`` used to build the pool,
+      computed once per refresh under ``no_grad`` (default: the training tables);
+    * :meth:`train_tables` - the tables the loss is computed on (with gradient) for this batch;
+    * :meth:`extra_losses` - the model's own terms (L2, self-supervised losses, ...).
+
+    :meth:`calculate_loss` then returns ``(dns_loss, *extra_losses)``.
+    """
+
+    dns_tau: float
+
+    def dns_init(self, config: Any) -> None:
+        self.dns_tau = float(config["dns_tau"])
+
+    def train_tables(self, interaction: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def dns_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.train_tables(None)
+
+    def extra_losses(self, interaction: Any, user_e: torch.Tensor, pos_e: torch.Tensor,
+                     neg_e: torch.Tensor, dns_neg_e: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return ()
+
+    def calculate_loss(self, interaction: Any) -> tuple[torch.Tensor, ...]:
+        if DNS_NEG_ITEM_ID not in interaction:
+            raise RuntimeError(
+                f"{type(self).__name__} needs a contrastive negative per instance ('{DNS_NEG_ITEM_ID}'), "
+                "which recbole_dns.DNSTrainer adds; train it with run_recbole_dns or recbole_dns.get_trainer"
+            )
+        users, items = self.train_tables(interaction)
+        # one embedding lookup for the three item columns: F.embedding's backward is much faster on
+        # CPU than tensor indexing (index_put with accumulate)
+        item_ids = torch.stack(
+            [interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID], interaction[DNS_NEG_ITEM_ID]]
+        )
+        user_e = F.embedding(interaction[self.USER_ID], users)
+        pos_e, neg_e, dns_neg_e = F.embedding(item_ids, items).unbind(0)
+        main = dns_loss(user_e, pos_e, neg_e, dns_neg_e, self.dns_tau)
+        return (main, *self.extra_losses(interaction, user_e, pos_e, neg_e, dns_neg_e))

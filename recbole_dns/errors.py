@@ -1,0 +1,5 @@
+"""Errors for bad input: each message names the offending key or value and what is allowed."""
+
+
+class ConfigError(ValueError):
+    """A configuration value out of its allowed range, an unknown model or an unusable dataset."""

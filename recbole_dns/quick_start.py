@@ -1,0 +1,153 @@
+"""``run_recbole_dns``: RecBole's ``run_recbole`` for this package's models and every built-in one."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from logging import getLogger
+from typing import Any, Callable
+
+from recbole_dns.config import Config, check_dns_k
+from recbole_dns.errors import ConfigError
+from recbole_dns.trainer import get_trainer
+
+
+def _create_dataset(config):
+    """RecBole's ``create_dataset``, with a clear error when the atomic files are missing offline."""
+    import os
+    from urllib.error import URLError
+
+    from recbole.data import create_dataset
+
+    path = config["data_path"]
+    name = config["dataset"]
+    hint = (
+        f"put the atomic files at {os.path.join(path, name + '.inter')} "
+        f"(or pass --data_path=DIR with DIR/{name}/{name}.inter)"
+    )
+    try:
+        return create_dataset(config)
+    except (URLError, OSError) as err:
+        raise ConfigError(f"dataset '{name}' is not at {path} and could not be downloaded ({err}); {hint}") from None
+    except ValueError as err:
+        if "a known dataset name" in str(err):
+            raise ConfigError(f"dataset '{name}' not found at {path} and not a RecBole dataset name; {hint}") from None
+        raise
+
+
+def prepare(
+    model: str | None = None,
+    dataset: str | None = None,
+    config_file_list: list[str] | None = None,
+    config_dict: dict | None = None,
+    read_cmd_line: bool = False,
+):
+    """Config, dataset split, model and trainer, ready to ``fit`` (the first half of :func:`run_recbole_dns`).
+
+    Returns:
+        ``(config, trainer, train_data, valid_data, test_data)``.
+    """
+    from recbole.data import data_preparation
+    from recbole.utils import init_logger, init_seed
+
+    config = Config(
+        model=model,
+        dataset=dataset,
+        config_file_list=config_file_list,
+        config_dict=config_dict,
+        read_cmd_line=read_cmd_line,
+    )
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logger = getLogger()
+    logger.info(sys.argv)
+    logger.info(config)
+    data = _create_dataset(config)
+    logger.info(data)
+    if config["dns"]:
+        check_dns_k(config, data.item_num)
+    train_data, valid_data, test_data = data_preparation(config, data)
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model_obj = config.model_class(config, train_data._dataset).to(config["device"])
+    logger.info(model_obj)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"], config.model_class)(config, model_obj)
+    return config, trainer, train_data, valid_data, test_data
+
+
+def run_recbole_dns(
+    model: str | None = None,
+    dataset: str | None = None,
+    config_file_list: list[str] | None = None,
+    config_dict: dict | None = None,
+    saved: bool = True,
+    read_cmd_line: bool = True,
+    resume_file: str | None = None,
+    callback_fn: Callable[[int, float], None] | None = None,
+) -> dict[str, Any]:
+    """Train and test a model, as RecBole's ``run_recbole`` (same arguments and return value).
+
+    Works for this package's models (``BPR_DNS``, ...) and every built-in RecBole model; ``dns: true``
+    in the config selects the base model's DNS variant. ``resume_file`` continues a run from one of
+    its checkpoints; ``callback_fn(epoch, valid_score)`` is passed to ``Trainer.fit``.
+
+    Returns:
+        ``{"best_valid_score", "valid_score_bigger", "best_valid_result", "test_result"}``.
+    """
+    from recbole.utils import set_color
+
+    config, trainer, train_data, valid_data, test_data = prepare(
+        model, dataset, config_file_list, config_dict, read_cmd_line
+    )
+    logger = getLogger()
+    if resume_file:
+        trainer.resume_checkpoint(resume_file)
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, saved=saved, show_progress=config["show_progress"], callback_fn=callback_fn
+    )
+    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
+    logger.info(set_color("test result", "yellow") + f": {test_result}")
+    return {
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": best_valid_result,
+        "test_result": test_result,
+    }
+
+
+DEFAULT_MODEL, DEFAULT_DATASET = "BPR_DNS", "ml-100k"
+
+
+def _from_config_files(files: list[str], key: str) -> str | None:
+    import os
+
+    import yaml
+
+    value = None
+    for path in files:
+        if not os.path.isfile(path):
+            raise ConfigError(f"config file not found: {path}")
+        with open(path, encoding="utf-8") as f:
+            value = (yaml.safe_load(f) or {}).get(key, value)
+    return value
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Command line, with the flags of RecBole's ``run_recbole.py``; other ``--key=value`` pairs
+    go into the config (RecBole's rule). Without flags: BPR_DNS on the embedded ml-100k."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", "-m", type=str, default=None, help=f"model name (default {DEFAULT_MODEL})")
+    parser.add_argument("--dataset", "-d", type=str, default=None, help=f"dataset name (default {DEFAULT_DATASET})")
+    parser.add_argument("--config_files", type=str, default=None, help="config files, separated by spaces")
+    parser.add_argument("--resume", type=str, default=None, help="checkpoint (.pth) to resume training from")
+    args, _ = parser.parse_known_args(argv)
+    files = args.config_files.strip().split() if args.config_files else None
+    try:
+        model = args.model or _from_config_files(files or [], "model") or DEFAULT_MODEL
+        dataset = args.dataset or _from_config_files(files or [], "dataset") or DEFAULT_DATASET
+        result = run_recbole_dns(model=model, dataset=dataset, config_file_list=files, resume_file=args.resume)
+    except (ConfigError, FileNotFoundError) as err:
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
+    test = result["test_result"] or {}
+    print("test " + "  ".join(f"{k}: {test[k]:.4f}" for k in ("ndcg@10", "recall@10", "map@10") if k in test))
+    return result

@@ -1,0 +1,31 @@
+import os
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp_dir(tmp_path, monkeypatch):
+    """RecBole writes log/, log_tensorboard/ and saved/ into the working directory: keep them out of the repo."""
+    monkeypatch.chdir(tmp_path)
+    yield
+
+
+FAST = {
+    "show_progress": False,
+    "state": "WARNING",
+    "epochs": 2,
+    "train_batch_size": 4096,
+    "eval_batch_size": 409600,
+    "use_gpu": os.environ.get("RECBOLE_DNS_TEST_GPU", "0") == "1",
+}
+
+
+@pytest.fixture
+def prepare():
+    """``prepare(model, **config) -> (config, trainer, train, valid, test)`` on the embedded ml-100k."""
+    from recbole_dns.quick_start import prepare as _prepare
+
+    def make(model, dataset="ml-100k", **cfg):
+        return _prepare(model, dataset, None, {**FAST, **cfg}, False)
+
+    return make

@@ -1,0 +1,112 @@
+"""Model resolution, `dns: true`, YAML defaults and validation of the DNS keys."""
+
+import pytest
+
+from recbole_dns import Config, ConfigError, get_model
+from recbole_dns.config import properties_dir
+from recbole_dns.models import DNS_VARIANTS, PACKAGE_MODELS
+
+FAST = {"state": "WARNING", "show_progress": False}
+
+
+def make(model="BPR", **cfg):
+    return Config(model=model, dataset="ml-100k", config_dict={**FAST, **cfg}, read_cmd_line=False)
+
+
+def test_dns_true_selects_the_dns_variant():
+    config = make("BPR", dns=True)
+    assert config["model"] == "BPR_DNS"
+    assert config.model_class.__name__ == "BPR_DNS"
+    assert config["dns"] is True
+
+
+def test_dns_true_from_a_config_file(tmp_path):
+    path = tmp_path / "bpr.yaml"
+    path.write_text("model: BPR\ndataset: ml-100k\ndns: true\ndns_k: 30\n")
+    config = Config(config_file_list=[str(path)], config_dict=FAST, read_cmd_line=False)
+    assert config["model"] == "BPR_DNS" and config["dns_k"] == 30
+
+
+def test_dns_true_from_the_command_line(monkeypatch):
+    monkeypatch.setattr("sys.argv", ["run_recbole_dns.py", "--dns=true", "--dns_n=3"])
+    config = Config(model="BPR", dataset="ml-100k", config_dict=FAST)
+    assert config["model"] == "BPR_DNS" and config["dns_n"] == 3
+
+
+def test_plain_model_stays_plain():
+    config = make("BPR")
+    assert config["model"] == "BPR" and config["dns"] is False
+
+
+def test_dns_model_implies_dns_and_gets_base_defaults():
+    config = make("BPR_DNS")
+    assert config["dns"] is True
+    assert config["embedding_size"] == 64  # RecBole's BPR.yaml
+    assert config["dns_sampler"] == "dissimilar"
+    assert "MAP" in config["metrics"] and config["valid_metric"] == "NDCG@10"
+
+
+def test_dns_false_with_a_dns_model_is_an_error():
+    with pytest.raises(ConfigError, match="dns: false contradicts model 'BPR_DNS'"):
+        make("BPR_DNS", dns=False)
+
+
+def test_dns_true_on_a_model_without_variant_lists_the_supported_ones():
+    with pytest.raises(ValueError, match=r"dns: true is not supported for model 'NeuMF'.*BPR -> BPR_DNS"):
+        make("NeuMF", dns=True)
+
+
+def test_unknown_model_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"unknown model 'BRP'.*Did you mean 'BPR'"):
+        make("BRP")
+    with pytest.raises(ValueError, match=r"unknown model 'bpr_dns'.*'BPR_DNS'"):
+        get_model("bpr_dns")
+
+
+def test_builtin_recbole_model_resolves():
+    assert get_model("NeuMF").__module__ == "recbole.model.general_recommender.neumf"
+    assert get_model("BPR").__module__ == "recbole_dns.models.bpr"
+
+
+@pytest.mark.parametrize(
+    "key,value,allowed",
+    [
+        ("dns_n", 0, "an integer >= 1"),
+        ("dns_n", 2.5, "an integer >= 1"),
+        ("dns_n", True, "an integer >= 1"),
+        ("dns_n", "ten", "an integer >= 1"),
+        ("dns_k", 0, "an integer >= 1"),
+        ("dns_k", -3, "an integer >= 1"),
+        ("dns_tau", 0, "a number > 0"),
+        ("dns_tau", -0.1, "a number > 0"),
+        ("dns_tau", "hot", "a number > 0"),
+        ("dns_sampler", "hard", "dissimilar | similar | random"),
+        ("dns_refresh_mb", 0, r"a number > 0 \(MiB\)"),
+    ],
+)
+def test_bad_values_name_the_key_and_the_allowed_range(key, value, allowed):
+    with pytest.raises(ConfigError, match=rf"config key '{key}' must be {allowed}; got {value!r}"):
+        make("BPR_DNS", **{key: value})
+
+
+def test_bad_dns_flag():
+    with pytest.raises(ConfigError, match="config key 'dns' must be true or false; got 'maybe'"):
+        make("BPR", dns="maybe")
+
+
+def test_dns_k_larger_than_the_catalogue_is_an_error(prepare):
+    with pytest.raises(ConfigError, match=r"'dns_k' must be between 1 and the number of items of dataset 'ml-100k' \(1682\); got 5000"):
+        prepare("BPR_DNS", dns_k=5000)
+
+
+def test_missing_config_file_is_a_clear_error():
+    with pytest.raises(ConfigError, match="config file not found: nope.yaml"):
+        Config(model="BPR", dataset="ml-100k", config_file_list=["nope.yaml"], read_cmd_line=False)
+
+
+def test_every_package_model_has_a_yaml_of_defaults():
+    for name in PACKAGE_MODELS:
+        assert (properties_dir() / "model" / f"{name}.yaml").is_file(), name
+    for base, variant in DNS_VARIANTS.items():
+        assert base in PACKAGE_MODELS or get_model(base)
+        assert variant in PACKAGE_MODELS

@@ -1,0 +1,73 @@
+"""dns_loss against Eq. 5 written out."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from recbole_dns import dns_loss
+
+
+def _formula(u, p, n, q, tau):
+    def f(a, b):
+        return math.exp(float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b))) / tau)
+
+    return float(np.mean([-math.log(f(u[i], p[i]) / (f(u[i], n[i]) + f(u[i], q[i]) + f(u[i], p[i]))) for i in range(len(u))]))
+
+
+@pytest.mark.parametrize("tau", [1.0, 0.2, 0.05])
+def test_loss_equals_formula(tau):
+    g = torch.Generator().manual_seed(0)
+    u, p, n, q = (torch.randn(16, 5, generator=g, dtype=torch.float64) for _ in range(4))
+    got = dns_loss(u, p, n, q, tau).item()
+    assert got == pytest.approx(_formula(u.numpy(), p.numpy(), n.numpy(), q.numpy(), tau), rel=1e-9)
+
+
+def test_loss_is_scale_invariant_and_not_a_dot_product():
+    g = torch.Generator().manual_seed(1)
+    u, p, n, q = (torch.randn(8, 4, generator=g) for _ in range(4))
+    assert dns_loss(3 * u, 0.1 * p, 7 * n, q, 0.5).item() == pytest.approx(dns_loss(u, p, n, q, 0.5).item(), rel=1e-5)
+
+
+def test_several_negatives_per_instance():
+    g = torch.Generator().manual_seed(2)
+    u, p = torch.randn(6, 4, generator=g, dtype=torch.float64), torch.randn(6, 4, generator=g, dtype=torch.float64)
+    n, q = torch.randn(6, 2, 4, generator=g, dtype=torch.float64), torch.randn(6, 3, 4, generator=g, dtype=torch.float64)
+    cos = torch.nn.functional.cosine_similarity
+    logits = torch.cat([cos(u, p).unsqueeze(1), cos(u.unsqueeze(1), n, dim=-1), cos(u.unsqueeze(1), q, dim=-1)], 1) / 0.3
+    ref = (-torch.log_softmax(logits, dim=1)[:, 0]).mean()
+    assert dns_loss(u, p, n, q, 0.3).item() == pytest.approx(ref.item(), rel=1e-9)
+
+
+@pytest.mark.parametrize("tau", [0.01, 0.1, 1.0])
+def test_finite_loss_and_gradient_small_tau_and_zero_vectors(tau):
+    g = torch.Generator().manual_seed(3)
+    u, p, n, q = (torch.randn(32, 8, generator=g) * 50 for _ in range(4))
+    u[0] = 0.0  # a zero user vector
+    p[1] = 0.0  # a zero positive
+    q[2] = 0.0
+    n[3] = -p[3]  # cos = -1 against ... the positive direction
+    for t in (u, p, n, q):
+        t.requires_grad_(True)
+    loss = dns_loss(u, p, n, q, tau)
+    loss.backward()
+    assert torch.isfinite(loss)
+    for t in (u, p, n, q):
+        assert torch.isfinite(t.grad).all()
+    # the worst case for overflow: positive opposite the user, negatives along it (cos/tau = +-100)
+    x = torch.randn(1, 8)
+    big = dns_loss(x, -x, x, x, 0.01)
+    assert torch.isfinite(big) and big.item() == pytest.approx(200 + math.log(2), rel=1e-4)
+
+
+def test_gradient_matches_autograd_of_the_formula():
+    g = torch.Generator().manual_seed(4)
+    args = [torch.randn(5, 3, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(4)]
+    assert torch.autograd.gradcheck(lambda *a: dns_loss(*a, 0.2), args)
+
+
+def test_bad_tau():
+    x = torch.randn(2, 3)
+    with pytest.raises(ValueError, match="tau must be > 0"):
+        dns_loss(x, x, x, x, 0.0)

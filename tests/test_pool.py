@@ -1,0 +1,155 @@
+"""build_pool against a brute-force numpy reference."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from recbole_dns import build_pool
+
+
+def _random_case(n_users=37, n_items=53, d=8, density=0.2, seed=0):
+    rng = np.random.default_rng(seed)
+    user = rng.normal(size=(n_users, d)).astype(np.float32)
+    item = rng.normal(size=(n_items, d)).astype(np.float32)
+    mask = rng.random((n_users, n_items)) < density
+    mask[:, 0] = True  # padding item
+    return user, item, sp.csr_matrix(mask.astype(np.float32))
+
+
+def _reference(user, item, exclude, k, largest):
+    """Brute force: cosine of every pair, excluded pairs dropped, sort per user."""
+    un = user / np.linalg.norm(user, axis=1, keepdims=True)
+    it = item / np.linalg.norm(item, axis=1, keepdims=True)
+    cos = un @ it.T
+    dense = exclude.toarray() > 0
+    out = []
+    for u in range(len(user)):
+        allowed = np.flatnonzero(~dense[u])
+        order = allowed[np.argsort(cos[u, allowed])]
+        if largest:
+            order = order[::-1]
+        out.append(set(order[:k].tolist()))
+    return out
+
+
+@pytest.mark.parametrize("sampler,largest", [("dissimilar", False), ("similar", True)])
+@pytest.mark.parametrize("chunk_size", [None, 1, 5, 1000])
+def test_dissimilar_and_similar_match_brute_force(sampler, largest, chunk_size):
+    user, item, exclude = _random_case()
+    k = 10
+    pool = build_pool(torch.from_numpy(user), torch.from_numpy(item), exclude, k, sampler, chunk_size)
+    assert pool.shape == (len(user), k) and pool.dtype == torch.long
+    ref = _reference(user, item, exclude, k, largest)
+    dense = exclude.toarray() > 0
+    for u in range(len(user)):
+        row = pool[u].tolist()
+        assert set(row) == ref[u], f"user {u}"
+        assert len(set(row)) == k
+        assert not dense[u, row].any()
+
+
+def test_dissimilar_is_the_lowest_cosine_not_the_lowest_dot():
+    # item 1 has the lowest dot product (long vector) but item 2 the lowest cosine
+    user = torch.tensor([[1.0, 0.0]])
+    item = torch.tensor([[0.0, 0.0], [-10.0, 10.0], [-1.0, 0.1], [1.0, 0.0]])
+    exclude = sp.csr_matrix(np.array([[1, 0, 0, 0]], dtype=np.float32))
+    assert build_pool(user, item, exclude, 1).tolist() == [[2]]
+    assert build_pool(user, item, exclude, 1, "similar").tolist() == [[3]]
+
+
+def test_random_sampler_distinct_allowed_and_uniform():
+    user, item, exclude = _random_case(n_users=20, n_items=40, density=0.3, seed=1)
+    torch.manual_seed(0)
+    dense = exclude.toarray() > 0
+    counts = np.zeros((20, 40))
+    draws = 400
+    for _ in range(draws):
+        pool = build_pool(torch.from_numpy(user), torch.from_numpy(item), exclude, 5, "random", chunk_size=7)
+        for u in range(20):
+            row = pool[u].numpy()
+            assert len(set(row.tolist())) == 5
+            assert not dense[u, row].any()
+            counts[u, row] += 1
+    # every allowed item is drawn with probability k / n_allowed
+    for u in range(20):
+        allowed = ~dense[u]
+        expected = draws * 5 / allowed.sum()
+        assert np.all(np.abs(counts[u, allowed] - expected) < 5 * np.sqrt(expected)), u
+    # two refreshes differ (it is random, not a fixed order)
+    a = build_pool(torch.from_numpy(user), torch.from_numpy(item), exclude, 5, "random")
+    b = build_pool(torch.from_numpy(user), torch.from_numpy(item), exclude, 5, "random")
+    assert not torch.equal(a, b)
+
+
+@pytest.mark.parametrize("sampler", ["dissimilar", "similar", "random"])
+def test_chunked_equals_unchunked(sampler):
+    user, item, exclude = _random_case(n_users=101, n_items=67, seed=3)
+    u, i = torch.from_numpy(user), torch.from_numpy(item)
+    torch.manual_seed(5)
+    whole = build_pool(u, i, exclude, 12, sampler, chunk_size=10**6)
+    for chunk in (1, 3, 50):
+        torch.manual_seed(5)
+        chunked = build_pool(u, i, exclude, 12, sampler, chunk_size=chunk)
+        if sampler == "random":  # same distribution, not the same draws: check validity only
+            dense = exclude.toarray() > 0
+            assert not any(dense[r, chunked[r].numpy()].any() for r in range(101))
+        else:
+            assert torch.equal(whole, chunked)
+
+
+def test_user_with_fewer_than_k_allowed_items_gets_repeats_and_one_warning():
+    user = torch.randn(3, 4)
+    item = torch.randn(6, 4)
+    mask = np.zeros((3, 6), dtype=np.float32)
+    mask[:, 0] = 1
+    mask[1, :4] = 1  # user 1: items 4 and 5 allowed only
+    with pytest.warns(RuntimeWarning, match="1 of 3 users have fewer than k=4"):
+        pool = build_pool(user, item, sp.csr_matrix(mask), 4)
+    assert set(pool[1].tolist()) == {4, 5}
+    assert sorted(pool[1].tolist()) == [4, 4, 5, 5]
+    assert len(set(pool[0].tolist())) == 4 and 0 not in pool[0].tolist()
+
+
+def test_k_larger_than_catalogue_repeats():
+    user, item = torch.randn(2, 3), torch.randn(4, 3)
+    exclude = sp.csr_matrix(np.array([[1, 0, 0, 0], [1, 1, 0, 0]], dtype=np.float32))
+    with pytest.warns(RuntimeWarning):
+        pool = build_pool(user, item, exclude, 7, "similar")
+    assert pool.shape == (2, 7)
+    assert set(pool[0].tolist()) == {1, 2, 3} and set(pool[1].tolist()) == {2, 3}
+
+
+def test_user_with_no_allowed_item_is_an_error():
+    exclude = sp.csr_matrix(np.array([[1, 0, 0], [1, 1, 1]], dtype=np.float32))
+    with pytest.raises(ValueError, match="no item left"):
+        build_pool(torch.randn(2, 3), torch.randn(3, 3), exclude, 1)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"k": 0}, "k must be an integer >= 1"),
+        ({"k": 2.5}, "k must be an integer >= 1"),
+        ({"sampler": "hard"}, "sampler must be one of dissimilar, similar, random"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    args = {"k": 2, "sampler": "dissimilar"} | kwargs
+    exclude = sp.csr_matrix((2, 3), dtype=np.float32)
+    with pytest.raises(ValueError, match=match):
+        build_pool(torch.randn(2, 3), torch.randn(3, 3), exclude, args["k"], args["sampler"])
+
+
+def test_shape_mismatch_is_an_error():
+    with pytest.raises(ValueError, match="exclude must have shape"):
+        build_pool(torch.randn(2, 3), torch.randn(4, 3), sp.csr_matrix((2, 3)), 1)
+
+
+def test_duplicate_entries_in_exclude_are_counted_once():
+    # a COO with a repeated (user, item) entry must not make the user look short of items
+    exclude = sp.csr_matrix(
+        (np.ones(3, dtype=np.float32), (np.array([0, 0, 0]), np.array([0, 1, 1]))), shape=(1, 4)
+    )
+    pool = build_pool(torch.randn(1, 2), torch.randn(4, 2), exclude, 2)
+    assert set(pool[0].tolist()) == {2, 3}

@@ -1,0 +1,196 @@
+"""The DNS trainer: refresh schedule, per-batch negatives, checkpoints, resume, end-to-end runs."""
+
+import glob
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from recbole_dns import DNS_NEG_ITEM_ID, DNSPool, DNSTrainer, run_recbole_dns
+from recbole_dns.dns import exclusion_matrix
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _record_refreshes(monkeypatch):
+    epochs, pools = [], []
+    original = DNSPool.refresh
+
+    def spy(self, model, epoch):
+        original(self, model, epoch)
+        epochs.append(epoch)
+        pools.append(self.pool.clone())
+
+    monkeypatch.setattr(DNSPool, "refresh", spy)
+    return epochs, pools
+
+
+def test_pool_refreshed_exactly_at_epochs_0_n_2n(prepare, monkeypatch):
+    epochs, pools = _record_refreshes(monkeypatch)
+    seen = []
+    config, trainer, train, valid, test = prepare("BPR_DNS", epochs=7, dns_n=3, dns_k=20, eval_step=0)
+    assert isinstance(trainer, DNSTrainer)
+    original_epoch = DNSTrainer._train_epoch
+
+    def track(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        out = original_epoch(self, train_data, epoch_idx, loss_func, show_progress)
+        seen.append((epoch_idx, self.dns_pool.pool.clone()))
+        return out
+
+    monkeypatch.setattr(DNSTrainer, "_train_epoch", track)
+    trainer.fit(train, None, saved=False)
+    assert epochs == [0, 3, 6]
+    # the pool in use during an epoch is the one built at the last refresh
+    for epoch, pool in seen:
+        assert torch.equal(pool, pools[epoch // 3])
+    # the model trained between refreshes, so the pool changed
+    assert not torch.equal(pools[0], pools[1])
+
+
+def test_pool_is_the_dissimilar_pool_of_the_current_tables(prepare):
+    config, trainer, train, valid, test = prepare("BPR_DNS", dns_k=15)
+    pool = trainer._ensure_pool(train)
+    pool.maybe_refresh(trainer.model, 0)
+    users, items = trainer.model.dns_tables()
+    exclude = exclusion_matrix(train._dataset).toarray() > 0
+    cos = torch.nn.functional.normalize(users, dim=1) @ torch.nn.functional.normalize(items, dim=1).T
+    for u in (1, 17, 400, 942):
+        allowed = np.flatnonzero(~exclude[u])
+        ref = allowed[np.argsort(cos[u, allowed].detach().numpy())[:15]]
+        assert set(pool.pool[u].tolist()) == set(ref.tolist())
+        assert not exclude[u, pool.pool[u].numpy()].any()  # never a training positive nor item 0
+
+
+def test_each_instance_gets_one_negative_from_its_users_pool(prepare, monkeypatch):
+    config, trainer, train, valid, test = prepare("BPR_DNS", dns_k=10, epochs=1, eval_step=0)
+    batches = []
+    original = trainer.model.calculate_loss
+
+    def spy(interaction):
+        batches.append((interaction["user_id"].clone(), interaction[DNS_NEG_ITEM_ID].clone()))
+        return original(interaction)
+
+    monkeypatch.setattr(trainer.model, "calculate_loss", spy)
+    trainer.fit(train, None, saved=False)
+    pool = trainer.dns_pool.pool
+    total = 0
+    for users, negs in batches:
+        assert negs.shape == users.shape and negs.device == pool.device
+        assert (pool[users] == negs.unsqueeze(1)).any(dim=1).all()
+        total += len(users)
+    assert total == len(train._dataset)
+
+
+def test_dns_model_without_dns_trainer_says_what_to_use(prepare):
+    config, trainer, train, valid, test = prepare("BPR_DNS")
+    batch = next(iter(train))
+    with pytest.raises(RuntimeError, match="DNSTrainer"):
+        trainer.model.calculate_loss(batch)
+
+
+def _checkpoint(trainer):
+    return trainer.saved_model_file
+
+
+def test_checkpoint_is_weights_only_and_resume_equals_uninterrupted(prepare, tmp_path):
+    common = dict(dns_n=3, dns_k=20, eval_step=0, checkpoint_dir=str(tmp_path / "ckpt"))
+    # uninterrupted: 5 epochs
+    _, full, train, _, _ = prepare("BPR_DNS", epochs=5, **common)
+    full.fit(train, None, saved=True)
+    # interrupted after epoch 2 (epochs=3 writes its checkpoint at the end of every epoch) ...
+    _, first, train, _, _ = prepare("BPR_DNS", epochs=3, **common)
+    first.fit(train, None, saved=True)
+    ckpt = torch.load(_checkpoint(first), weights_only=True)  # plain types only
+    assert isinstance(ckpt["config"], dict) and ckpt["config"]["model"] == "BPR_DNS"
+    assert ckpt["epoch"] == 2 and ckpt["dns_pool"]["built_at"] == 0
+    assert torch.equal(ckpt["dns_pool"]["pool"], first.dns_pool.pool)
+    # ... and resumed in a fresh process state for epochs 3..4
+    _, resumed, train, _, _ = prepare("BPR_DNS", epochs=5, **common)
+    resumed.resume_checkpoint(_checkpoint(first))
+    assert resumed.start_epoch == 3
+    resumed._ensure_pool(train)
+    assert torch.equal(resumed.dns_pool.pool, first.dns_pool.pool)  # same pool after loading
+    resumed.fit(train, None, saved=True)
+    assert resumed.dns_pool.built_at == 3 and resumed.dns_pool.refreshes == 2
+    for (name, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert torch.equal(full.dns_pool.pool, resumed.dns_pool.pool)
+
+
+def test_resume_between_refreshes_keeps_the_checkpoint_pool(prepare, tmp_path, monkeypatch):
+    common = dict(dns_n=4, dns_k=20, eval_step=0, checkpoint_dir=str(tmp_path / "ckpt"))
+    _, first, train, _, _ = prepare("BPR_DNS", epochs=2, **common)
+    first.fit(train, None, saved=True)
+    epochs, _ = _record_refreshes(monkeypatch)
+    _, resumed, train, _, _ = prepare("BPR_DNS", epochs=3, **common)
+    resumed.resume_checkpoint(_checkpoint(first))
+    resumed.fit(train, None, saved=False)
+    assert epochs == []  # epoch 2 is not a refresh epoch for n=4: the checkpoint's pool is used
+    assert torch.equal(resumed.dns_pool.pool, first.dns_pool.pool)
+
+
+def test_resume_with_another_model_is_an_error(prepare, tmp_path):
+    _, first, train, _, _ = prepare("BPR", epochs=1, eval_step=0, checkpoint_dir=str(tmp_path))
+    first.fit(train, None, saved=True)
+    _, other, _, _, _ = prepare("BPR_DNS", epochs=1, checkpoint_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="written by model 'BPR'"):
+        other.resume_checkpoint(first.saved_model_file)
+
+
+def test_foreign_pickled_checkpoint_is_refused(tmp_path, prepare):
+    path = tmp_path / "foreign.pth"
+    import argparse
+
+    torch.save({"state_dict": {}, "config": argparse.Namespace(model="BPR")}, path)  # like RecBole's Config
+    _, trainer, _, _, _ = prepare("BPR")
+    with pytest.raises(ValueError, match="weights_only=True"):
+        trainer.resume_checkpoint(str(path))
+
+
+def test_two_epoch_end_to_end_run_on_ml_100k():
+    result = run_recbole_dns(
+        model="BPR",
+        dataset="ml-100k",
+        config_dict={"dns": True, "epochs": 2, "show_progress": False, "state": "WARNING", "dns_n": 1},
+        read_cmd_line=False,
+    )
+    assert set(result) == {"best_valid_score", "valid_score_bigger", "best_valid_result", "test_result"}
+    test = result["test_result"]
+    for key in ("ndcg@10", "recall@10", "map@10"):
+        assert 0.0 < test[key] <= 1.0
+    assert result["best_valid_score"] == result["best_valid_result"]["ndcg@10"]
+    assert glob.glob("saved/BPR_DNS-*.pth")
+
+
+def test_builtin_recbole_model_runs_through_the_runner():
+    result = run_recbole_dns(
+        model="NeuMF",
+        dataset="ml-100k",
+        config_dict={"epochs": 1, "show_progress": False, "state": "WARNING"},
+        read_cmd_line=False,
+    )
+    assert result["test_result"]["ndcg@10"] > 0
+
+
+def test_command_line_script(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "run_recbole_dns.py"), "--epochs=1", "--show_progress=False", "--dns_k=50"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "test ndcg@10:" in out.stdout and "map@10" in out.stdout
+
+
+def test_command_line_unknown_model_is_one_clear_line(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "run_recbole_dns.py"), "--model=LightGBMX"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert out.returncode == 2
+    assert "unknown model 'LightGBMX'" in out.stderr and "Traceback" not in out.stderr
