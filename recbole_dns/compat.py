@@ -27,6 +27,21 @@ def silence_known_warnings() -> None:
 silence_known_warnings()
 
 
+# SciPy >= 1.13 removed dok_matrix._update, which RecBole 1.2.1's NGCF, NCL, GCMC and SpectralCF call
+# to fill their adjacency (this package's LightGCN and SGL build theirs from COO instead). Restore the
+# old, unchecked dict update so those built-in models start.
+def restore_dok_update() -> None:
+    if not hasattr(sp.dok_matrix, "_update"):
+
+        def _update(self, data):
+            self._dict.update(data)
+
+        sp.dok_matrix._update = _update
+
+
+restore_dok_update()
+
+
 # torch >= 2.6 loads with weights_only=True by default, and RecBole 1.2.1 pickles its whole Config
 # into every checkpoint (trainer.py:300), so its own torch.load calls fail (trainer.py:323, 583).
 # Our checkpoints hold only tensors and plain Python types and are read back with weights_only=True.
@@ -131,5 +146,5 @@ def symmetric_norm_adjacency(inter: sp.spmatrix, device: torch.device | str | No
     d_inv = np.power(deg, -0.5)
     values = d_inv[adj.row] * adj.data * d_inv[adj.col]
     index = torch.as_tensor(np.vstack([adj.row, adj.col]).astype(np.int64))
-    out = torch.sparse_coo_tensor(index, torch.as_tensor(values, dtype=torch.float32), adj.shape)
+    out = torch.sparse_coo_tensor(index, torch.as_tensor(values, dtype=torch.float32), adj.shape, check_invariants=True)
     return out.coalesce().to(device) if device is not None else out.coalesce()

@@ -41,6 +41,11 @@ class CheckpointMixin:
             self._pending_rng = None
         return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
 
+    def _valid_epoch(self, valid_data, show_progress=False):
+        score, result = super()._valid_epoch(valid_data, show_progress=show_progress)
+        self._last_valid_result = result  # RecBole records it as best only after saving the checkpoint
+        return score, result
+
     def _extra_state(self) -> dict:
         return {}
 
@@ -56,7 +61,7 @@ class CheckpointMixin:
             "epoch": epoch,
             "cur_step": self.cur_step,
             "best_valid_score": float(self.best_valid_score),
-            "best_valid_result": self.best_valid_result,
+            "best_valid_result": getattr(self, "_last_valid_result", None) or self.best_valid_result,
             "state_dict": self.model.state_dict(),
             "other_parameter": self.model.other_parameter(),
             "optimizer": self.optimizer.state_dict(),

@@ -19,11 +19,20 @@ from recbole_dns.errors import ConfigError
 PACKAGE_MODELS: dict[str, str] = {
     "BPR": "recbole_dns.models.bpr",
     "BPR_DNS": "recbole_dns.models.bpr_dns",
+    "LightGCN": "recbole_dns.models.lightgcn",
+    "LightGCN_DNS": "recbole_dns.models.lightgcn_dns",
+    "SGL": "recbole_dns.models.sgl",
+    "SGL_DNS": "recbole_dns.models.sgl_dns",
+    "SimGCL": "recbole_dns.models.simgcl",
+    "SimGCL_DNS": "recbole_dns.models.simgcl_dns",
 }
 
 #: base model -> its DNS variant (what ``dns: true`` selects)
 DNS_VARIANTS: dict[str, str] = {
     "BPR": "BPR_DNS",
+    "LightGCN": "LightGCN_DNS",
+    "SGL": "SGL_DNS",
+    "SimGCL": "SimGCL_DNS",
 }
 
 _RECBOLE_SUBMODULES = (

@@ -15,8 +15,8 @@ from recbole.model.loss import EmbLoss
 class BPR(RecBoleBPR):
     """RecBole's BPR, plus an L2 term and optional biases.
 
-    Differences from RecBole's BPR: ``reg_weight`` adds the usual L2 term on the batch's embeddings
-    (RecBole's BPR has none and relies on ``weight_decay``); with ``use_bias: true`` the score is
+    Differences from RecBole's BPR: ``reg_weight`` adds RecBole's usual L2 term (``EmbLoss``, as in its LightGCN)
+    on the batch's embeddings (RecBole's BPR has none and relies on ``weight_decay``); with ``use_bias: true`` the score is
     ``b + b_u + b_i + e_u . e_i`` (user, item and global biases, as the DNS paper's BPR). The biases are
     kept as two extra embedding columns, ``[e_u, b_u, 1] . [e_i, 1, b_i]``, so every consumer of the
     tables (scores, the DNS pool, the DNS cosine) sees them. The global bias shifts every score of a user
@@ -27,6 +27,7 @@ class BPR(RecBoleBPR):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.reg_weight = float(config["reg_weight"] or 0.0)
+        self.require_pow = bool(config["require_pow"])
         self.use_bias = bool(config["use_bias"])
         self.reg_loss = EmbLoss()
         if self.use_bias:
@@ -51,7 +52,8 @@ class BPR(RecBoleBPR):
         return torch.cat([emb, torch.ones_like(bias).unsqueeze(-1), bias.unsqueeze(-1)], dim=-1)
 
     def l2_loss(self, *embeddings: torch.Tensor) -> torch.Tensor:
-        return self.reg_weight * self.reg_loss(*embeddings)
+        """``reg_weight`` x RecBole's EmbLoss (as LightGCN/SGL: norms, squared with ``require_pow``)."""
+        return self.reg_weight * self.reg_loss(*embeddings, require_pow=self.require_pow)
 
     def calculate_loss(self, interaction):
         user_e = self.user_table(interaction[self.USER_ID])

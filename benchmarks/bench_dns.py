@@ -1,0 +1,175 @@
+"""DNS overheads, measured side by side in one run.
+
+    python benchmarks/bench_dns.py --dataset=amazon-beauty --data_path=../shared/datasets
+
+(a) pool refresh (``build_pool``, masked, chunked) against the floor: one normalised matrix product plus
+    ``torch.topk`` on the same tensors (no masking, no chunking), alternated, medians;
+(b) training epoch of BPR_DNS against BPR, same data and batch size, alternated, with the refresh
+    amortised over ``dns_n`` epochs;
+(c) peak extra memory of one refresh (CUDA: allocator peak; CPU: peak RSS of a child process), next to
+    the unchunked score matrix it avoids.
+Targets: (a) <= 1.5x, (b) <= 1.2x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from recbole_dns.dns import build_pool, chunk_size_for, exclusion_matrix  # noqa: E402
+from recbole_dns.quick_start import prepare  # noqa: E402
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn, device) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def _setup(args, model: str, extra: dict | None = None):
+    config = {"show_progress": False, "state": "WARNING", "train_batch_size": args.batch_size,
+              "dns_k": args.k, "dns_n": args.n, "use_gpu": args.device == "cuda"}
+    if args.data_path:
+        config["data_path"] = args.data_path
+    return prepare(model, args.dataset, None, {**config, **(extra or {})})
+
+
+def bench_refresh(args, trainer, train) -> dict:
+    device = trainer.device
+    users, items = trainer.model.dns_tables()
+    users, items = users.detach(), items.detach()
+    exclude = exclusion_matrix(train._dataset)
+    chunk = chunk_size_for(items.shape[0], args.refresh_mb)
+
+    def ours():
+        build_pool(users, items, exclude, args.k, "dissimilar", chunk)
+
+    def floor():
+        scores = F.normalize(users, dim=1) @ F.normalize(items, dim=1).t()
+        torch.topk(scores, args.k, dim=1, largest=False)
+
+    ours(), floor()  # warm-up
+    t_ours, t_floor = [], []
+    for _ in range(args.reps):
+        t_ours.append(_timed(ours, device))
+        t_floor.append(_timed(floor, device))
+    return {"refresh_s": statistics.median(t_ours), "floor_s": statistics.median(t_floor),
+            "refresh_over_floor": statistics.median(a / b for a, b in zip(t_ours, t_floor)),
+            "n_users": users.shape[0], "n_items": items.shape[0], "chunk_users": chunk}
+
+
+def bench_epochs(args, refresh_s: float) -> dict:
+    _, bpr, bpr_train, _, _ = _setup(args, "BPR")
+    _, dns, dns_train, _, _ = _setup(args, "BPR_DNS")
+    pool = dns._ensure_pool(dns_train)
+    pool.maybe_refresh(dns.model, 0)
+    device = dns.device
+    bpr._train_epoch(bpr_train, 1), dns._train_epoch(dns_train, 1)  # warm-up (epoch 1: no refresh)
+    t_bpr, t_dns = [], []
+    for epoch in range(2, 2 + args.epochs):
+        # the refresh is kept out of the timed epoch and added back below, amortised over dns_n
+        pool.built_at = epoch
+        t_bpr.append(_timed(lambda: bpr._train_epoch(bpr_train, epoch), device))
+        t_dns.append(_timed(lambda: dns._train_epoch(dns_train, epoch), device))
+    bpr_s, dns_s = statistics.median(t_bpr), statistics.median(t_dns)
+    return {"bpr_epoch_s": bpr_s, "bpr_dns_epoch_s": dns_s, "bpr_dns_epoch_amortised_s": dns_s + refresh_s / args.n,
+            "epoch_ratio": (dns_s + refresh_s / args.n) / bpr_s,
+            "epoch_ratio_pairwise": statistics.median(d / b for d, b in zip(t_dns, t_bpr)) + refresh_s / args.n / bpr_s}
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def memory_child(args) -> None:
+    """Child process: peak memory of one refresh above the state just before it (printed as JSON)."""
+    _, trainer, train, _, _ = _setup(args, "BPR_DNS")
+    users, items = (t.detach() for t in trainer.model.dns_tables())
+    exclude = exclusion_matrix(train._dataset)
+    chunk = users.shape[0] if args.mem_child == "unchunked" else chunk_size_for(items.shape[0], args.refresh_mb)
+    device = trainer.device
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        build_pool(users, items, exclude, args.k, "dissimilar", chunk)
+        torch.cuda.synchronize(device)
+        extra = torch.cuda.max_memory_allocated(device) - before
+    else:  # Linux: reset the peak RSS (VmHWM) to the current RSS, then read the new peak
+        Path("/proc/self/clear_refs").write_text("5")
+        before = _status_kib("VmHWM")
+        build_pool(users, items, exclude, args.k, "dissimilar", chunk)
+        extra = (_status_kib("VmHWM") - before) * 1024
+    print(json.dumps({"extra_bytes": extra, "chunk_users": chunk}))
+
+
+def bench_memory(args) -> dict:
+    out = {}
+    for mode in ("chunked", "unchunked"):
+        cmd = [sys.executable, __file__, *sys.argv[1:], f"--mem-child={mode}"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        out[mode] = json.loads(proc.stdout.strip().splitlines()[-1])["extra_bytes"] / 2**20
+    return {"refresh_extra_mib": out["chunked"], "unchunked_extra_mib": out["unchunked"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="amazon-beauty")
+    parser.add_argument("--data_path", default=str(ROOT.parent / "shared" / "datasets"))
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--k", type=int, default=100)
+    parser.add_argument("--n", type=int, default=10)
+    parser.add_argument("--batch_size", type=int, default=2048)
+    parser.add_argument("--refresh_mb", type=float, default=256.0)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--mem-child", dest="mem_child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.mem_child:
+        memory_child(args)
+        return
+    if args.data_path and not os.path.isdir(os.path.join(args.data_path, args.dataset)):
+        args.data_path = None  # e.g. ml-100k, which RecBole ships
+    _, trainer, train, _, _ = _setup(args, "BPR_DNS")
+    res = {"dataset": args.dataset, "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
+           "threads": torch.get_num_threads(), "k": args.k, "n": args.n, "batch_size": args.batch_size}
+    res.update(bench_refresh(args, trainer, train))
+    del trainer, train
+    res.update(bench_epochs(args, res["refresh_s"]))
+    res.update(bench_memory(args))
+    print(json.dumps(res, indent=1))
+    print(
+        f"\n{args.dataset} ({res['n_users']} users x {res['n_items']} items, k={args.k}, n={args.n}, "
+        f"batch {args.batch_size}, {res['device']}, {res['threads']} threads)\n"
+        f"(a) refresh {res['refresh_s']:.3f} s vs floor {res['floor_s']:.3f} s: ratio {res['refresh_over_floor']:.2f} (target <= 1.5)\n"
+        f"(b) epoch BPR_DNS {res['bpr_dns_epoch_s']:.3f} s + refresh/n {res['refresh_s'] / args.n:.3f} s vs BPR "
+        f"{res['bpr_epoch_s']:.3f} s: ratio {res['epoch_ratio']:.2f} (target <= 1.2)\n"
+        f"(c) refresh peak extra memory {res['refresh_extra_mib']:.0f} MiB (bound {args.refresh_mb:.0f} MiB; "
+        f"unchunked {res['unchunked_extra_mib']:.0f} MiB)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Train several models (or one model over a grid of config values) on one dataset and compare them.
+
+    python benchmarks/compare.py --dataset=amazon-beauty --data_path=../shared/datasets \
+        --models BPR BPR_DNS --set eval_step=5 --grid dns_tau=0.05,0.1,0.2
+
+Every run uses the same seed, split (8:1:1 random, full ranking) and epoch budget with early stopping.
+Prints a markdown table (best-validation epoch's test NDCG@10 / Recall@10 / MAP@10, epochs run,
+seconds per training epoch) and writes it, with a CSV, to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import os
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from recbole_dns.quick_start import prepare  # noqa: E402
+
+
+def _value(text: str):
+    return yaml.safe_load(text)
+
+
+def run_one(model: str, dataset: str, config: dict) -> dict:
+    cfg, trainer, train, valid, test = prepare(model, dataset, None, config)
+    epoch_times: list[float] = []
+    original = trainer._train_epoch
+
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        out = original(*args, **kwargs)
+        epoch_times.append(time.perf_counter() - start)
+        return out
+
+    trainer._train_epoch = timed
+    start = time.perf_counter()
+    def progress(epoch: int, score: float) -> None:
+        print(f"   epoch {epoch}: valid {cfg['valid_metric']} {score:.4f}", flush=True)
+
+    best_score, best_valid = trainer.fit(train, valid, saved=True, show_progress=False, callback_fn=progress)
+    result = trainer.evaluate(test, load_best_model=True)
+    wall = time.perf_counter() - start
+    os.remove(trainer.saved_model_file)
+    return {
+        "model": cfg["model"],
+        "valid_ndcg@10": best_valid["ndcg@10"] if best_valid else float("nan"),
+        "test_ndcg@10": result["ndcg@10"],
+        "test_recall@10": result["recall@10"],
+        "test_map@10": result["map@10"],
+        "epochs": len(epoch_times),
+        "s_per_epoch": sorted(epoch_times)[len(epoch_times) // 2] if epoch_times else float("nan"),
+        "wall_s": wall,
+    }
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="ml-100k")
+    parser.add_argument("--data_path", default=None)
+    parser.add_argument("--models", nargs="+", default=["BPR", "BPR_DNS"])
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config for every run")
+    parser.add_argument("--grid", nargs="*", default=[], metavar="KEY=V1,V2", help="config values to cross")
+    parser.add_argument("--grid-models", nargs="*", default=None,
+                        help="models the grid applies to (default: all); others run once")
+    parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--name", default=None, help="file name stem of the table (default: dataset)")
+    args = parser.parse_args(argv)
+
+    base = {"show_progress": False, "state": "WARNING", "epochs": 300}
+    if args.data_path:
+        base["data_path"] = args.data_path
+    for item in args.set:
+        key, _, val = item.partition("=")
+        base[key] = _value(val)
+    grid_keys = [g.partition("=")[0] for g in args.grid]
+    grid_vals = [[_value(v) for v in g.partition("=")[2].split(",")] for g in args.grid]
+
+    rows = []
+    for model in args.models:
+        combos = [()]
+        if grid_keys and (args.grid_models is None or model in args.grid_models):
+            combos = list(itertools.product(*grid_vals))
+        for combo in combos:
+            extra = dict(zip(grid_keys, combo))
+            print(f"== {model} {extra}", flush=True)
+            row = run_one(model, args.dataset, {**base, **extra})
+            row.update({k: extra.get(k, "") for k in grid_keys})
+            print(f"   {row}", flush=True)
+            rows.append(row)
+
+    cols = ["model", *grid_keys, "valid_ndcg@10", "test_ndcg@10", "test_recall@10", "test_map@10", "epochs", "s_per_epoch"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        lines.append("| " + " | ".join(f"{r[c]:.4f}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
+    table = "\n".join(lines)
+    print(f"\n{args.dataset}, settings {base}\n\n{table}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = args.name or args.dataset
+    (out / f"{stem}.md").write_text(f"{args.dataset}, settings {base}\n\n{table}\n")
+    with open(out / f"{stem}.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""LightGCN that runs on today's SciPy and torch.
+
+He et al., "LightGCN: Simplifying and Powering Graph Convolution Network for Recommendation", SIGIR 2020.
+"""
+
+from __future__ import annotations
+
+import torch
+from recbole.model.general_recommender.lightgcn import LightGCN as RecBoleLightGCN
+
+from recbole_dns import compat
+
+
+class LightGCN(RecBoleLightGCN):
+    """RecBole's LightGCN (BPR loss, mean of the layer embeddings, L2 on the ego embeddings).
+
+    Differs from RecBole 1.2.1 only in how the normalised adjacency is built (from COO, as a
+    ``torch.sparse_coo_tensor``: RecBole's ``dok_matrix._update`` is gone in SciPy >= 1.13).
+    Same model as the paper's, with RecBole's defaults (2 layers, reg_weight 1e-5).
+    """
+
+    def get_norm_adj_mat(self) -> torch.Tensor:
+        return compat.symmetric_norm_adjacency(self.interaction_matrix)
+
+    def ego_loss(self, user, *items) -> torch.Tensor:
+        """``reg_weight`` x RecBole's EmbLoss on the layer-0 embeddings of a batch."""
+        ego = [self.user_embedding(user), *(self.item_embedding(i) for i in items)]
+        return self.reg_weight * self.reg_loss(*ego, require_pow=self.require_pow)

@@ -1,0 +1,32 @@
+"""SGL that builds its graphs with today's torch.
+
+Wu et al., "Self-supervised Graph Learning for Recommendation", SIGIR 2021.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from recbole.model.general_recommender.sgl import SGL as RecBoleSGL
+
+
+class SGL(RecBoleSGL):
+    """RecBole's SGL (LightGCN encoder, BPR + InfoNCE between two augmented graphs, SUM-reduced).
+
+    Differs from RecBole 1.2.1 only in building its sparse tensors with ``torch.sparse_coo_tensor``
+    (``torch.sparse.FloatTensor`` is deprecated in torch 2.x). As in RecBole, the two augmented graphs
+    are rebuilt whenever ``train()`` is called (once per epoch under the Trainer), and both losses are
+    sums over the batch, as in the authors' code.
+    """
+
+    def csr2tensor(self, matrix: sp.csr_matrix) -> torch.Tensor:
+        coo = matrix.tocoo()
+        index = torch.as_tensor(np.vstack([coo.row, coo.col]).astype(np.int64))
+        values = torch.as_tensor(coo.data.astype(np.float32))
+        return torch.sparse_coo_tensor(index, values, coo.shape, check_invariants=True).coalesce().to(self.device)
+
+    def ego_loss(self, user, *items) -> torch.Tensor:
+        """``reg_weight`` x RecBole's EmbLoss on the layer-0 embeddings of a batch (as SGL's BPR term)."""
+        ego = [self.user_embedding(user), *(self.item_embedding(i) for i in items)]
+        return self.reg_weight * self.reg_loss(*ego)

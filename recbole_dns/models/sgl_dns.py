@@ -1,0 +1,37 @@
+"""SGL_DNS: SGL trained with Dynamic Negative Sampling.
+
+Paper: "Dynamic Negative Sampling for Contrastive Recommendation" (CIKM 2022), Sections 3.3-3.4.
+"""
+
+from __future__ import annotations
+
+from recbole_dns.dns import DNS_NEG_ITEM_ID, DNSModel
+from recbole_dns.models.sgl import SGL
+
+
+class SGL_DNS(DNSModel, SGL):
+    """SGL whose BPR loss is replaced by the DNS loss on the final embeddings of the full graph.
+
+    SGL's InfoNCE between its two augmented graphs and its L2 term are kept with their weights. SGL sums
+    its losses over the batch, so the DNS loss is summed too (``dns_reduction = "sum"``), which keeps
+    ``ssl_weight`` meaning what it means in SGL. The pool is built from one no-grad propagation on the
+    full graph per refresh, without touching the augmented graphs. Prediction is SGL's.
+    """
+
+    dns_reduction = "sum"
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.dns_init(config)
+
+    def train_tables(self, interaction=None):
+        self.restore_user_e = self.restore_item_e = None
+        return self.forward(self.train_graph)
+
+    def extra_losses(self, interaction, user_e, pos_e, neg_e, dns_neg_e):
+        i = interaction
+        users, pos = i[self.USER_ID], i[self.ITEM_ID]
+        user_sub1, item_sub1 = self.forward(self.sub_graph1)
+        user_sub2, item_sub2 = self.forward(self.sub_graph2)
+        ssl = self.calc_ssl_loss(users, pos, user_sub1, user_sub2, item_sub1, item_sub2)
+        return self.ego_loss(users, pos, i[self.NEG_ITEM_ID], i[DNS_NEG_ITEM_ID]), ssl

@@ -1,0 +1,74 @@
+"""SimGCL: graph contrastive learning with uniform noise instead of graph augmentations.
+
+Yu et al., "Are Graph Augmentations Necessary? Simple Graph Contrastive Learning for Recommendation",
+SIGIR 2022.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from recbole_dns.models.lightgcn import LightGCN
+
+
+def info_nce(view1: torch.Tensor, view2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Mean over rows of ``-log softmax`` of row i against all rows of ``view2`` (cosine / temperature)."""
+    v1, v2 = F.normalize(view1, dim=1), F.normalize(view2, dim=1)
+    logits = v1 @ v2.t() / temperature
+    return (torch.logsumexp(logits, dim=1) - logits.diagonal()).mean()
+
+
+class SimGCL(LightGCN):
+    """SimGCL on RecBole: a LightGCN encoder, BPR + L2, and InfoNCE between two noisy views.
+
+    Each view adds ``sign(e) * normalize(U(0,1)) * eps`` to every layer's embeddings during
+    propagation; the InfoNCE (``temperature``, weight ``lambda``) is taken over the batch's unique users
+    and unique positive items, mean-reduced. The final embedding is the mean of layers 1..L, skipping
+    layer 0, as the paper does. Keys: ``eps`` (paper's epsilon, 0.1), ``lambda`` (0.5), ``temperature``
+    (tau, 0.2), ``n_layers`` (2), ``reg_weight``.
+
+    Differs from the paper: the L2 term is RecBole's (``EmbLoss`` on the layer-0 embeddings of the batch,
+    as in RecBole's LightGCN) where the authors' code regularises the propagated embeddings.
+    """
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.eps = float(config["eps"])
+        self.cl_weight = float(config["lambda"])
+        self.temperature = float(config["temperature"])
+
+    def perturb(self, emb: torch.Tensor) -> torch.Tensor:
+        """``emb + sign(emb) * normalize(U(0,1)) * eps``: a noise of norm eps in emb's orthant, per row."""
+        noise = F.normalize(torch.rand_like(emb), dim=-1)
+        return emb + torch.sign(emb) * noise * self.eps
+
+    def forward(self, perturbed: bool = False):
+        ego = self.get_ego_embeddings()
+        layers = []
+        for _ in range(self.n_layers):
+            ego = torch.sparse.mm(self.norm_adj_matrix, ego)
+            if perturbed:
+                ego = self.perturb(ego)
+            layers.append(ego)
+        final = torch.stack(layers, dim=1).mean(dim=1)
+        return torch.split(final, [self.n_users, self.n_items])
+
+    def cl_loss(self, interaction) -> torch.Tensor:
+        """``lambda`` x (InfoNCE over the batch's unique users + over its unique positive items)."""
+        users = torch.unique(interaction[self.USER_ID])
+        items = torch.unique(interaction[self.ITEM_ID])
+        user1, item1 = self.forward(perturbed=True)
+        user2, item2 = self.forward(perturbed=True)
+        loss = info_nce(user1[users], user2[users], self.temperature) + info_nce(
+            item1[items], item2[items], self.temperature
+        )
+        return self.cl_weight * loss
+
+    def calculate_loss(self, interaction):
+        self.restore_user_e = self.restore_item_e = None
+        user, pos, neg = interaction[self.USER_ID], interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
+        users, items = self.forward()
+        u, p, n = users[user], items[pos], items[neg]
+        bpr = self.mf_loss((u * p).sum(-1), (u * n).sum(-1))
+        return bpr, self.ego_loss(user, pos, neg), self.cl_loss(interaction)

@@ -1,0 +1,120 @@
+"""LightGCN, SGL, SimGCL and their DNS variants."""
+
+import math
+
+import pytest
+import scipy.sparse as sp
+import numpy as np
+import torch
+
+from recbole_dns import Config, ConfigError, DNSPool, DNSTrainer, run_recbole_dns
+from recbole_dns.compat import symmetric_norm_adjacency
+from recbole_dns.models.simgcl import info_nce
+
+GRAPH_MODELS = ["LightGCN", "SGL", "SimGCL"]
+
+
+@pytest.mark.parametrize("model", GRAPH_MODELS + [m + "_DNS" for m in GRAPH_MODELS])
+def test_trains_two_epochs_and_full_sort_evaluates(model):
+    result = run_recbole_dns(
+        model=model, dataset="ml-100k", read_cmd_line=False,
+        config_dict={"epochs": 2, "show_progress": False, "state": "WARNING", "train_batch_size": 8192,
+                     "dns_n": 1, "dns_k": 50},
+    )
+    assert 0 < result["test_result"]["ndcg@10"] <= 1
+    assert result["best_valid_result"] is not None
+
+
+@pytest.mark.parametrize("base", GRAPH_MODELS + ["BPR"])
+def test_dns_true_selects_the_variant(base):
+    config = Config(model=base, dataset="ml-100k", config_dict={"dns": True, "state": "WARNING"}, read_cmd_line=False)
+    assert config["model"] == base + "_DNS" and config.model_class.__name__ == base + "_DNS"
+    assert config["n_layers" if base != "BPR" else "embedding_size"] is not None
+
+
+@pytest.mark.parametrize("model", ["NGCF", "NCL", "DMF"])
+def test_dns_true_on_other_graph_models_names_the_supported_ones(model):
+    with pytest.raises(ConfigError, match=r"not supported for model .*BPR -> BPR_DNS.*LightGCN -> LightGCN_DNS.*SGL -> SGL_DNS.*SimGCL -> SimGCL_DNS"):
+        Config(model=model, dataset="ml-100k", config_dict={"dns": True}, read_cmd_line=False)
+
+
+def test_normalised_adjacency_matches_dense_formula():
+    rng = np.random.default_rng(0)
+    inter = sp.coo_matrix((rng.random((6, 9)) < 0.3).astype(np.float32))
+    adj = symmetric_norm_adjacency(inter).to_dense().numpy()
+    a = np.zeros((15, 15), dtype=np.float64)
+    a[:6, 6:] = inter.toarray()
+    a[6:, :6] = inter.toarray().T
+    d = a.sum(1) + 1e-7
+    ref = a / np.sqrt(d)[:, None] / np.sqrt(d)[None, :]
+    assert np.allclose(adj, ref, atol=1e-6)
+
+
+def test_simgcl_perturbation_has_norm_eps_and_the_sign_of_the_embedding(prepare):
+    _, trainer, _, _, _ = prepare("SimGCL", eps=0.3)
+    emb = torch.randn(200, 16)
+    delta = trainer.model.perturb(emb) - emb
+    assert torch.allclose(delta.norm(dim=1), torch.full((200,), 0.3), atol=1e-5)
+    assert (torch.sign(delta) == torch.sign(emb))[delta != 0].all()
+    assert not torch.equal(trainer.model.perturb(emb), trainer.model.perturb(emb))  # fresh noise each call
+
+
+def test_simgcl_views_are_noisy_and_the_plain_forward_is_not(prepare):
+    _, trainer, _, _, _ = prepare("SimGCL")
+    m = trainer.model
+    a, b = m.forward(), m.forward()
+    assert torch.equal(a[0], b[0])
+    p, q = m.forward(perturbed=True), m.forward(perturbed=True)
+    assert not torch.allclose(p[0], q[0])
+
+
+def test_info_nce_by_hand():
+    v1 = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    v2 = torch.tensor([[3.0, 0.0], [1.0, 1.0]])
+    t = 0.5
+    c = 1 / math.sqrt(2)
+    # row 0: cos with v2 rows = 1, c ; row 1: 0, c ; positives on the diagonal
+    row0 = -math.log(math.exp(1 / t) / (math.exp(1 / t) + math.exp(c / t)))
+    row1 = -math.log(math.exp(c / t) / (math.exp(0) + math.exp(c / t)))
+    assert info_nce(v1, v2, t).item() == pytest.approx((row0 + row1) / 2, rel=1e-6)
+
+
+def test_simgcl_loss_parts(prepare):
+    _, trainer, train, _, _ = prepare("SimGCL", **{"lambda": 0.0})
+    batch = next(iter(train))
+    bpr, reg, cl = trainer.model.calculate_loss(batch)
+    assert cl.item() == 0.0 and bpr.item() > 0 and reg.item() > 0
+
+
+@pytest.mark.parametrize("model", [m + "_DNS" for m in GRAPH_MODELS])
+def test_pool_refresh_on_schedule_with_one_propagation(prepare, monkeypatch, model):
+    _, trainer, train, _, _ = prepare(model, epochs=5, dns_n=2, dns_k=20, eval_step=0, train_batch_size=50000)
+    assert isinstance(trainer, DNSTrainer)
+    m = trainer.model
+    refreshes, calls = [], []
+    original_forward = type(m).forward
+    original_refresh = DNSPool.refresh
+
+    def counting_forward(self, *args, **kwargs):
+        calls.append((args, kwargs))
+        return original_forward(self, *args, **kwargs)
+
+    def spy(self, model_, epoch):
+        calls.clear()
+        rebuilds = len(getattr(m, "_graph_builds", []))
+        original_refresh(self, model_, epoch)
+        refreshes.append((epoch, list(calls), len(getattr(m, "_graph_builds", [])) - rebuilds))
+
+    monkeypatch.setattr(type(m), "forward", counting_forward)
+    monkeypatch.setattr(DNSPool, "refresh", spy)
+    if hasattr(m, "graph_construction"):  # SGL: the refresh must not rebuild the augmented graphs
+        m._graph_builds = []
+        original_gc = m.graph_construction
+        monkeypatch.setattr(m, "graph_construction", lambda: (m._graph_builds.append(1), original_gc())[1])
+    trainer.fit(train, None, saved=False)
+    assert [e for e, _, _ in refreshes] == [0, 2, 4]
+    for epoch, fwd_calls, graph_rebuilds in refreshes:
+        assert len(fwd_calls) == 1, (epoch, fwd_calls)
+        args, kwargs = fwd_calls[0]
+        assert not kwargs.get("perturbed", False) and not any(a is True for a in args)  # SimGCL: no noise
+        assert graph_rebuilds == 0
