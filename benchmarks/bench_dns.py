@@ -58,7 +58,7 @@ def bench_refresh(args, trainer, train) -> dict:
     users, items = trainer.model.dns_tables()
     users, items = users.detach(), items.detach()
     exclude = exclusion_matrix(train._dataset)
-    chunk = chunk_size_for(items.shape[0], args.refresh_mb)
+    chunk = chunk_size_for(items.shape[0], args.refresh_mb, items.device)
 
     def ours():
         build_pool(users, items, exclude, args.k, "dissimilar", chunk)
@@ -108,7 +108,7 @@ def memory_child(args) -> None:
     _, trainer, train, _, _ = _setup(args, "BPR_DNS")
     users, items = (t.detach() for t in trainer.model.dns_tables())
     exclude = exclusion_matrix(train._dataset)
-    chunk = users.shape[0] if args.mem_child == "unchunked" else chunk_size_for(items.shape[0], args.refresh_mb)
+    chunk = users.shape[0] if args.mem_child == "unchunked" else chunk_size_for(items.shape[0], args.refresh_mb, items.device)
     device = trainer.device
     if device.type == "cuda":
         torch.cuda.synchronize(device)
