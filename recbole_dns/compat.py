@@ -22,6 +22,8 @@ import torch
 def silence_known_warnings() -> None:
     warnings.filterwarnings("ignore", message="A value is trying to be set on a copy", category=FutureWarning)
     warnings.filterwarnings("ignore", message=r"`torch.cuda.amp.GradScaler", category=FutureWarning)
+    # torch 2.x: "Sparse CSR tensor support is in beta state" on every CSR adjacency we build
+    warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
 
 
 silence_known_warnings()

@@ -118,3 +118,32 @@ def test_pool_refresh_on_schedule_with_one_propagation(prepare, monkeypatch, mod
         args, kwargs = fwd_calls[0]
         assert not kwargs.get("perturbed", False) and not any(a is True for a in args)  # SimGCL: no noise
         assert graph_rebuilds == 0
+
+
+def test_symmetric_propagation_matches_dense_products_and_gradient():
+    from recbole_dns.graph import propagate, to_csr
+
+    rng = np.random.default_rng(1)
+    inter = sp.coo_matrix((rng.random((7, 5)) < 0.4).astype(np.float32))
+    adj = symmetric_norm_adjacency(inter)
+    dense = adj.to_dense().double()
+    x = torch.randn(12, 3, dtype=torch.float32, requires_grad=True)
+    g = torch.randn(12, 3)
+    out = propagate(to_csr(adj), propagate(to_csr(adj), x))
+    (out * g).sum().backward()
+    ref_x = x.detach().double().requires_grad_(True)
+    ref = dense @ (dense @ ref_x)
+    (ref * g.double()).sum().backward()
+    assert torch.allclose(out.double(), ref, atol=1e-5)
+    assert torch.allclose(x.grad.double(), ref_x.grad, atol=1e-5)
+
+
+def test_lightgcn_forward_is_the_mean_of_the_layer_embeddings(prepare):
+    _, trainer, _, _, _ = prepare("LightGCN", n_layers=2)
+    m = trainer.model
+    a = m.norm_adj_matrix.to_dense()
+    e0 = torch.cat([m.user_embedding.weight, m.item_embedding.weight])
+    e1 = a @ e0
+    ref = (e0 + e1 + a @ e1) / 3
+    users, items = m.forward()
+    assert torch.allclose(torch.cat([users, items]), ref, atol=1e-5)

@@ -9,18 +9,29 @@ import torch
 from recbole.model.general_recommender.lightgcn import LightGCN as RecBoleLightGCN
 
 from recbole_dns import compat
+from recbole_dns.graph import propagate, to_csr
 
 
 class LightGCN(RecBoleLightGCN):
     """RecBole's LightGCN (BPR loss, mean of the layer embeddings, L2 on the ego embeddings).
 
-    Differs from RecBole 1.2.1 only in how the normalised adjacency is built (from COO, as a
-    ``torch.sparse_coo_tensor``: RecBole's ``dok_matrix._update`` is gone in SciPy >= 1.13).
-    Same model as the paper's, with RecBole's defaults (2 layers, reg_weight 1e-5).
+    Differs from RecBole 1.2.1 only in how the normalised adjacency is built and used: from COO (RecBole's
+    ``dok_matrix._update`` is gone in SciPy >= 1.13), stored as CSR, propagated with a symmetric sparse
+    product (:func:`recbole_dns.graph.propagate`). Same model as the paper's, with RecBole's defaults
+    (2 layers, reg_weight 1e-5).
     """
 
     def get_norm_adj_mat(self) -> torch.Tensor:
-        return compat.symmetric_norm_adjacency(self.interaction_matrix)
+        return to_csr(compat.symmetric_norm_adjacency(self.interaction_matrix))
+
+    def forward(self):
+        ego = self.get_ego_embeddings()
+        layers = [ego]
+        for _ in range(self.n_layers):
+            ego = propagate(self.norm_adj_matrix, ego)
+            layers.append(ego)
+        final = torch.stack(layers, dim=1).mean(dim=1)
+        return torch.split(final, [self.n_users, self.n_items])
 
     def ego_loss(self, user, *items) -> torch.Tensor:
         """``reg_weight`` x RecBole's EmbLoss on the layer-0 embeddings of a batch."""

@@ -10,12 +10,15 @@ import scipy.sparse as sp
 import torch
 from recbole.model.general_recommender.sgl import SGL as RecBoleSGL
 
+from recbole_dns.graph import propagate, to_csr
+
 
 class SGL(RecBoleSGL):
     """RecBole's SGL (LightGCN encoder, BPR + InfoNCE between two augmented graphs, SUM-reduced).
 
     Differs from RecBole 1.2.1 only in building its sparse tensors with ``torch.sparse_coo_tensor``
-    (``torch.sparse.FloatTensor`` is deprecated in torch 2.x). As in RecBole, the two augmented graphs
+    (``torch.sparse.FloatTensor`` is deprecated in torch 2.x), stored as CSR and propagated with a
+    symmetric sparse product (:func:`recbole_dns.graph.propagate`). As in RecBole, the two augmented graphs
     are rebuilt whenever ``train()`` is called (once per epoch under the Trainer), and both losses are
     sums over the batch, as in the authors' code.
     """
@@ -24,7 +27,16 @@ class SGL(RecBoleSGL):
         coo = matrix.tocoo()
         index = torch.as_tensor(np.vstack([coo.row, coo.col]).astype(np.int64))
         values = torch.as_tensor(coo.data.astype(np.float32))
-        return torch.sparse_coo_tensor(index, values, coo.shape, check_invariants=True).coalesce().to(self.device)
+        return to_csr(torch.sparse_coo_tensor(index, values, coo.shape, check_invariants=True)).to(self.device)
+
+    def forward(self, graph):
+        ego = torch.cat([self.user_embedding.weight, self.item_embedding.weight])
+        layers = [ego]
+        for adj in graph if isinstance(graph, list) else [graph] * self.n_layers:
+            ego = propagate(adj, ego)
+            layers.append(ego)
+        final = torch.stack(layers, dim=1).mean(dim=1)
+        return torch.split(final, [self.n_users, self.n_items])
 
     def ego_loss(self, user, *items) -> torch.Tensor:
         """``reg_weight`` x RecBole's EmbLoss on the layer-0 embeddings of a batch (as SGL's BPR term)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from recbole_dns.graph import propagate
 from recbole_dns.models.lightgcn import LightGCN
 
 
@@ -47,7 +48,7 @@ class SimGCL(LightGCN):
         ego = self.get_ego_embeddings()
         layers = []
         for _ in range(self.n_layers):
-            ego = torch.sparse.mm(self.norm_adj_matrix, ego)
+            ego = propagate(self.norm_adj_matrix, ego)
             if perturbed:
                 ego = self.perturb(ego)
             layers.append(ego)
