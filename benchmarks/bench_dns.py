@@ -29,7 +29,8 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from recbole_dns.dns import build_pool, chunk_size_for, exclusion_matrix  # noqa: E402
+from recbole_dns.dns import build_pool, chunk_size_for  # noqa: E402
+from recbole_dns.sampling import exclusion_matrix  # noqa: E402
 from recbole_dns.quick_start import prepare  # noqa: E402
 
 

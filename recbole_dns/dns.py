@@ -22,6 +22,8 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
+from recbole_dns.sampling import exclusion_matrix
+
 SAMPLERS = ("dissimilar", "similar", "random")
 
 #: Interaction field that carries the contrastive negative i'- of each training instance.
@@ -271,18 +273,6 @@ class DNSPool:
         self.pool = pool.to(device) if (pool is not None and device is not None) else pool
         self.built_at = int(state.get("built_at", -1))
         self.refreshes = int(state.get("refreshes", 0))
-
-
-def exclusion_matrix(dataset: Any) -> sp.csr_matrix:
-    """``[n_users, n_items]`` CSR of the items a user may not get: training positives and item 0."""
-    inter = dataset.inter_matrix(form="csr").astype(np.float32)
-    pad = sp.csr_matrix(
-        (np.ones(inter.shape[0], dtype=np.float32), (np.arange(inter.shape[0]), np.zeros(inter.shape[0], dtype=np.int64))),
-        shape=inter.shape,
-    )
-    out = (inter + pad).tocsr()
-    out.data[:] = 1.0
-    return out
 
 
 class DNSModel:

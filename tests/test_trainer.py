@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from recbole_dns import DNS_NEG_ITEM_ID, DNSPool, DNSTrainer, run_recbole_dns
-from recbole_dns.dns import exclusion_matrix
+from recbole_dns.sampling import exclusion_matrix
 
 ROOT = Path(__file__).resolve().parent.parent
 

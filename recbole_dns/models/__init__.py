@@ -25,6 +25,8 @@ PACKAGE_MODELS: dict[str, str] = {
     "SGL_DNS": "recbole_dns.models.sgl_dns",
     "SimGCL": "recbole_dns.models.simgcl",
     "SimGCL_DNS": "recbole_dns.models.simgcl_dns",
+    "MixGCF": "recbole_dns.models.mixgcf",
+    "PRIS": "recbole_dns.models.pris",
 }
 
 #: base model -> its DNS variant (what ``dns: true`` selects)

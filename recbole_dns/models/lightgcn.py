@@ -24,14 +24,18 @@ class LightGCN(RecBoleLightGCN):
     def get_norm_adj_mat(self) -> torch.Tensor:
         return to_csr(compat.symmetric_norm_adjacency(self.interaction_matrix))
 
-    def forward(self):
+    def layer_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every layer's embeddings: users ``[n_users, L+1, d]`` and items ``[n_items, L+1, d]``."""
         ego = self.get_ego_embeddings()
         layers = [ego]
         for _ in range(self.n_layers):
             ego = propagate(self.norm_adj_matrix, ego)
             layers.append(ego)
-        final = torch.stack(layers, dim=1).mean(dim=1)
-        return torch.split(final, [self.n_users, self.n_items])
+        return torch.split(torch.stack(layers, dim=1), [self.n_users, self.n_items])
+
+    def forward(self):
+        users, items = self.layer_embeddings()
+        return users.mean(dim=1), items.mean(dim=1)
 
     def ego_loss(self, user, *items) -> torch.Tensor:
         """``reg_weight`` x RecBole's EmbLoss on the layer-0 embeddings of a batch."""
