@@ -31,6 +31,7 @@ class CheckpointMixin:
         self.saved_model_file = os.path.join(self.checkpoint_dir, name)
         self._rng_generators: dict[str, torch.Generator] = {}
         self._pending_rng: dict | None = None
+        self.last_valid_result: dict | None = None
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         gen = getattr(train_data, "generator", None)
@@ -43,7 +44,7 @@ class CheckpointMixin:
 
     def _valid_epoch(self, valid_data, show_progress=False):
         score, result = super()._valid_epoch(valid_data, show_progress=show_progress)
-        self._last_valid_result = result  # RecBole records it as best only after saving the checkpoint
+        self.last_valid_result = result  # RecBole records it as best only after saving the checkpoint
         return score, result
 
     def _extra_state(self) -> dict:
@@ -61,7 +62,7 @@ class CheckpointMixin:
             "epoch": epoch,
             "cur_step": self.cur_step,
             "best_valid_score": float(self.best_valid_score),
-            "best_valid_result": getattr(self, "_last_valid_result", None) or self.best_valid_result,
+            "best_valid_result": self.last_valid_result or self.best_valid_result,
             "state_dict": self.model.state_dict(),
             "other_parameter": self.model.other_parameter(),
             "optimizer": self.optimizer.state_dict(),
