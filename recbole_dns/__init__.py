@@ -4,7 +4,7 @@ from recbole_dns.dns import DNS_NEG_ITEM_ID, DNSModel, DNSPool, build_pool, dns_
 from recbole_dns.config import Config, ConfigError
 from recbole_dns.models import get_model
 from recbole_dns.trainer import DNSTrainer, get_trainer
-from recbole_dns.quick_start import run_recbole_dns
+from recbole_dns.quick_start import load_data_and_model, prepare, run_recbole_dns
 
 __version__ = "0.1.0"
 
@@ -20,4 +20,6 @@ __all__ = [
     "get_trainer",
     "DNSTrainer",
     "run_recbole_dns",
+    "prepare",
+    "load_data_and_model",
 ]

@@ -1,6 +1,6 @@
 """The Dynamic Negative Sampling mechanism, model-agnostic.
 
-Everything DNS adds to a recommender lives here (Sections 3.3 of the paper):
+Everything DNS adds to a recommender lives here (Section 3.3 of the paper):
 
 * :func:`build_pool` - Eq. 4: for every user, the ``k`` allowed items with the lowest cosine
   similarity (or the highest, or ``k`` random ones, for the paper's RQ1 samplers);

@@ -115,6 +115,35 @@ def run_recbole_dns(
     }
 
 
+def load_data_and_model(model_file: str) -> tuple:
+    """RecBole's ``load_data_and_model`` for checkpoints written by this package.
+
+    Rebuilds the Config from the model, dataset and user-given settings stored in the checkpoint (no
+    unpickling), the dataset and its split, and the model with the checkpoint's weights.
+
+    Returns:
+        ``(config, model, dataset, train_data, valid_data, test_data)``.
+    """
+    from recbole.data import data_preparation
+    from recbole.utils import init_logger, init_seed
+
+    from recbole_dns import compat
+
+    checkpoint = compat.load_checkpoint(model_file, "cpu")
+    saved = checkpoint["config"]
+    external = {k: v for k, v in checkpoint.get("external_config", {}).items() if k not in ("model", "dataset")}
+    config = Config(model=saved["model"], dataset=saved["dataset"], config_dict=external, read_cmd_line=False)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    dataset = _create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    init_seed(config["seed"], config["reproducibility"])
+    model = config.model_class(config, train_data._dataset).to(config["device"])
+    model.load_state_dict(checkpoint["state_dict"])
+    model.load_other_parameter(checkpoint.get("other_parameter"))
+    return config, model, dataset, train_data, valid_data, test_data
+
+
 DEFAULT_MODEL, DEFAULT_DATASET = "BPR_DNS", "ml-100k"
 
 

@@ -59,6 +59,8 @@ class CheckpointMixin:
         saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
         state = {
             "config": compat.config_to_dict(self.config),
+            # what the user gave (files, dict, command line): enough to rebuild the Config
+            "external_config": compat.to_plain(getattr(self.config, "external_config_dict", {})),
             "epoch": epoch,
             "cur_step": self.cur_step,
             "best_valid_score": float(self.best_valid_score),

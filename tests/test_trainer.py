@@ -194,3 +194,21 @@ def test_command_line_unknown_model_is_one_clear_line(tmp_path):
     )
     assert out.returncode == 2
     assert "unknown model 'LightGBMX'" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_load_data_and_model_rebuilds_the_trained_model_without_unpickling(tmp_path):
+    from recbole_dns import load_data_and_model
+
+    cfg = {"epochs": 1, "show_progress": False, "state": "WARNING", "dns_k": 30, "embedding_size": 16,
+           "checkpoint_dir": str(tmp_path)}
+    result = run_recbole_dns(model="BPR", dataset="ml-100k", config_dict={**cfg, "dns": True}, read_cmd_line=False)
+    (path,) = glob.glob(str(tmp_path / "BPR_DNS-*.pth"))
+    config, model, dataset, train, valid, test = load_data_and_model(path)
+    assert config["model"] == "BPR_DNS" and config["embedding_size"] == 16 and config["dns_k"] == 30
+    saved = torch.load(path, weights_only=True)["state_dict"]
+    assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
+    from recbole_dns.trainer import get_trainer
+
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"], config.model_class)(config, model)
+    again = trainer.evaluate(test, load_best_model=False)
+    assert again["ndcg@10"] == pytest.approx(result["test_result"]["ndcg@10"], abs=1e-4)
