@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.resources
 import numbers
 import os
 from pathlib import Path
 from typing import Any
 
+import recbole
 from recbole.config import Config as RecBoleConfig
 
 from recbole_dns import models
@@ -17,10 +17,11 @@ from recbole_dns.errors import ConfigError
 
 def properties_dir() -> Path:
     """The YAML defaults: ``properties/`` of a checkout, or ``recbole_dns/properties`` of a wheel."""
-    checkout = Path(__file__).resolve().parent.parent / "properties"
-    if (checkout / "overall.yaml").is_file():
-        return checkout
-    return Path(str(importlib.resources.files("recbole_dns.properties")))
+    package = Path(__file__).resolve().parent
+    for candidate in (package.parent / "properties", package / "properties"):
+        if (candidate / "overall.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(f"recbole_dns's YAML defaults (overall.yaml) are missing next to {package}")
 
 
 def _is_int(v: Any) -> bool:
@@ -114,7 +115,7 @@ class Config(RecBoleConfig):
     def _load_internal_config_dict(self, model, model_class, dataset):
         super()._load_internal_config_dict(model, model_class, dataset)
         props = properties_dir()
-        recbole_props = Path(str(importlib.resources.files("recbole"))) / "properties" / "model"
+        recbole_props = Path(recbole.__file__).resolve().parent / "properties" / "model"
         files = [props / "overall.yaml"]
         base = models.base_of(model)
         if base is not None:
