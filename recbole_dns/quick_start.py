@@ -47,9 +47,6 @@ def prepare(
     Returns:
         ``(config, trainer, train_data, valid_data, test_data)``.
     """
-    from recbole.data import data_preparation
-    from recbole.utils import init_logger, init_seed
-
     config = Config(
         model=model,
         dataset=dataset,
@@ -57,6 +54,16 @@ def prepare(
         config_dict=config_dict,
         read_cmd_line=read_cmd_line,
     )
+    _, model_obj, train_data, valid_data, test_data = _data_and_model(config)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"], config.model_class)(config, model_obj)
+    return config, trainer, train_data, valid_data, test_data
+
+
+def _data_and_model(config):
+    """Seed, logger, dataset, split and a fresh model for ``config``, as RecBole's quick start does."""
+    from recbole.data import data_preparation
+    from recbole.utils import init_logger, init_seed
+
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     logger = getLogger()
@@ -68,10 +75,9 @@ def prepare(
         check_dns_k(config, data.item_num)
     train_data, valid_data, test_data = data_preparation(config, data)
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model_obj = config.model_class(config, train_data._dataset).to(config["device"])
-    logger.info(model_obj)
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"], config.model_class)(config, model_obj)
-    return config, trainer, train_data, valid_data, test_data
+    model = config.model_class(config, train_data._dataset).to(config["device"])
+    logger.info(model)
+    return data, model, train_data, valid_data, test_data
 
 
 def run_recbole_dns(
@@ -124,21 +130,13 @@ def load_data_and_model(model_file: str) -> tuple:
     Returns:
         ``(config, model, dataset, train_data, valid_data, test_data)``.
     """
-    from recbole.data import data_preparation
-    from recbole.utils import init_logger, init_seed
-
     from recbole_dns import compat
 
     checkpoint = compat.load_checkpoint(model_file, "cpu")
     saved = checkpoint["config"]
     external = {k: v for k, v in checkpoint.get("external_config", {}).items() if k not in ("model", "dataset")}
     config = Config(model=saved["model"], dataset=saved["dataset"], config_dict=external, read_cmd_line=False)
-    init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
-    dataset = _create_dataset(config)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
-    init_seed(config["seed"], config["reproducibility"])
-    model = config.model_class(config, train_data._dataset).to(config["device"])
+    dataset, model, train_data, valid_data, test_data = _data_and_model(config)
     model.load_state_dict(checkpoint["state_dict"])
     model.load_other_parameter(checkpoint.get("other_parameter"))
     return config, model, dataset, train_data, valid_data, test_data

@@ -114,13 +114,14 @@ def test_every_package_model_has_a_yaml_of_defaults():
 
 def test_properties_are_found_from_the_installed_package(tmp_path):
     """From another directory, the imported package (a wheel in CI, the checkout when editable) finds its YAMLs."""
+    import os
     import subprocess
     import sys
 
     code = ("import recbole_dns, recbole_dns.config as c; d = c.properties_dir(); "
             "print(recbole_dns.__file__); print(d); print((d / 'overall.yaml').is_file(), (d / 'model' / 'BPR_DNS.yaml').is_file())")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
-                         env={k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"})
+                         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     if out.returncode != 0 and "No module named 'recbole_dns'" in out.stderr:
         pytest.skip("recbole_dns is not installed in this interpreter (tests run from a bare checkout)")
     package, props, found = out.stdout.strip().splitlines()
