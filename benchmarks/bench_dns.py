@@ -15,6 +15,7 @@ Targets: (a) <= 1.5x, (b) <= 1.2x.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -57,12 +58,13 @@ def _setup(args, model: str, extra: dict | None = None):
 
 def bench_refresh(args, trainer, train) -> dict:
     device = trainer.device
-    pool = trainer._ensure_pool(train)
+    model = trainer.model
     with torch.no_grad():
-        users, items = (t.detach() for t in trainer.model.dns_tables())
+        users, items = (t.detach() for t in model.dns_tables())
 
-    def ours():  # what the trainer does at a refresh epoch: tables (propagation) + build_pool
-        pool.refresh(trainer.model, 0)
+    def ours():  # what the model does at a refresh epoch: tables (propagation) + build_pool
+        with torch.no_grad():
+            model.dns_pool.refresh(*model.dns_tables(), 0)
 
     def floor():
         scores = F.normalize(users, dim=1) @ F.normalize(items, dim=1).t()
@@ -82,14 +84,15 @@ def bench_refresh(args, trainer, train) -> dict:
 def bench_epochs(args, refresh_s: float) -> dict:
     _, bpr, bpr_train, _, _ = _setup(args, args.base)
     _, dns, dns_train, _, _ = _setup(args, args.base + "_DNS")
-    pool = dns._ensure_pool(dns_train)
-    pool.maybe_refresh(dns.model, 0)
+    dns.model.on_epoch_start(0)
     device = dns.device
-    bpr._train_epoch(bpr_train, 1), dns._train_epoch(dns_train, 1)  # warm-up (epoch 1: no refresh)
+    # the refresh is kept out of the timed epochs (none is a multiple of dns_n) and added back below,
+    # amortised over dns_n
+    epochs = list(itertools.islice((e for e in itertools.count(1) if e % args.n), args.epochs + 1))
+    bpr._train_epoch(bpr_train, epochs[0]), dns._train_epoch(dns_train, epochs[0])  # warm-up
     t_bpr, t_dns = [], []
-    for epoch in range(2, 2 + args.epochs):
-        # the refresh is kept out of the timed epoch and added back below, amortised over dns_n
-        pool.built_at = epoch
+    for epoch in epochs[1:]:
+        assert not dns.model.dns_pool.due(epoch)
         t_bpr.append(_timed(lambda: bpr._train_epoch(bpr_train, epoch), device))
         t_dns.append(_timed(lambda: dns._train_epoch(dns_train, epoch), device))
     bpr_s, dns_s = statistics.median(t_bpr), statistics.median(t_dns)
@@ -151,6 +154,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--mem-child", dest="mem_child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.n < 2:
+        parser.error("--n must be >= 2: epochs are timed apart from the refresh, which is added back as refresh / n")
     if args.mem_child:
         memory_child(args)
         return

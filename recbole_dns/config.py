@@ -51,15 +51,6 @@ def validate_dns_config(config: Any) -> None:
             raise ConfigError(f"config key '{key}' must be {allowed}; got {value!r}")
 
 
-def check_dns_k(config: Any, n_items: int) -> None:
-    """``dns_k`` must leave room in the catalogue (``n_items`` counts RecBole's padding item 0)."""
-    if config["dns_k"] > n_items - 1:
-        raise ConfigError(
-            f"config key 'dns_k' must be between 1 and the number of items of dataset "
-            f"'{config['dataset']}' ({n_items - 1}); got {config['dns_k']}"
-        )
-
-
 class Config(RecBoleConfig):
     """RecBole's ``Config`` that knows this package's models and defaults.
 

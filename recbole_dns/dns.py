@@ -5,16 +5,19 @@ Everything DNS adds to a recommender lives here (Section 3.3 of the paper):
 * :func:`build_pool` - Eq. 4: for every user, the ``k`` allowed items with the lowest cosine
   similarity (or the highest, or ``k`` random ones, for the paper's RQ1 samplers);
 * :func:`dns_loss` - Eq. 5: ``-log f(u,i+) / (f(u,i-) + f(u,i'-) + f(u,i+))``, ``f = exp(cos/tau)``;
-* :class:`DNSPool` - the schedule (refresh at epochs 0, n, 2n, ...), the per-instance draw of the
-  contrastive negative ``i'-`` and the checkpoint state;
-* :class:`DNSModel` - what a ``_DNS`` model variant must provide: its embedding tables (for the pool and
-  for the loss) and its own extra loss terms. The DNS loss itself is computed here, once for all models.
+* :class:`DNSPool` - the pool, its schedule (refresh at epochs 0, n, 2n, ...), the per-instance draw
+  of the contrastive negative ``i'-`` and its checkpoint state;
+* :class:`DNSModel` - the mixin a ``_DNS`` model variant puts first among its bases. The model owns its
+  pool (built from the training dataset in ``__init__``, saved in ``other_parameter()``), rebuilds it in
+  :meth:`DNSModel.on_epoch_start` (which the trainer calls before every epoch) and draws ``i'-`` in its
+  own ``calculate_loss``. A variant says only how to get its embedding tables and its own extra losses.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,12 +25,10 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
+from recbole_dns.errors import ConfigError
 from recbole_dns.sampling import exclusion_matrix
 
 SAMPLERS = ("dissimilar", "similar", "random")
-
-#: Interaction field that carries the contrastive negative i'- of each training instance.
-DNS_NEG_ITEM_ID = "dns_neg_item_id"
 
 #: Default bound on the extra memory one refresh may use, in MiB (the ``chunk x n_items`` scores).
 DEFAULT_REFRESH_MB = 256.0
@@ -205,9 +206,9 @@ def stacked_dns_loss(user_e: torch.Tensor, candidates: torch.Tensor, tau: float,
 class DNSPool:
     """The per-user pool of contrastive negatives, its refresh schedule and its checkpoint state.
 
-    The pool is (re)built at the start of epoch 0 and of every epoch ``e`` with ``e % n == 0``;
-    the previous pool is dropped. :meth:`sample` gives every training instance one item drawn
-    uniformly from its user's pool row.
+    The pool is (re)built at the start of epoch 0 and of every epoch ``e`` with ``e % n == 0`` (the
+    previous pool is dropped). :meth:`sample` gives every training instance one item drawn uniformly
+    from its user's pool row.
     """
 
     def __init__(
@@ -227,35 +228,44 @@ class DNSPool:
 
     @classmethod
     def from_dataset(cls, dataset: Any, config: Any) -> "DNSPool":
-        """Pool over a RecBole training dataset: training positives and padding item 0 are excluded."""
+        """Pool over a RecBole training dataset: training positives and padding item 0 are excluded.
+
+        Raises:
+            ConfigError: ``dns_k`` is larger than the catalogue (RecBole's padding item 0 not counted).
+        """
+        n_items = dataset.item_num - 1
+        if config["dns_k"] > n_items:
+            raise ConfigError(
+                f"config key 'dns_k' must be between 1 and the number of items of dataset "
+                f"'{config['dataset']}' ({n_items}); got {config['dns_k']}"
+            )
         exclude = exclusion_matrix(dataset)
         return cls(exclude, config["dns_n"], config["dns_k"], config["dns_sampler"], config["dns_refresh_mb"])
+
+    @property
+    def n_users(self) -> int:
+        return self.exclude.shape[0]
 
     def due(self, epoch: int) -> bool:
         """Whether the pool must be (re)built at the start of ``epoch``."""
         return self.pool is None or (epoch % self.n == 0 and self.built_at != epoch)
 
-    def refresh(self, model: "DNSModel", epoch: int) -> None:
-        """Rebuild the pool from the model's current embedding tables (no gradient)."""
-        with torch.no_grad():
-            user_e, item_e = model.dns_tables()
-            self.pool = None  # drop the old pool before building the new one
-            chunk = chunk_size_for(item_e.shape[0], self.memory_mb, item_e.device)
-            self.pool = build_pool(user_e.detach(), item_e.detach(), self.exclude, self.k, self.sampler, chunk)
+    @torch.no_grad()
+    def refresh(self, user_emb: torch.Tensor, item_emb: torch.Tensor, epoch: int) -> None:
+        """Rebuild the pool from the given tables (:func:`build_pool`, chunked to ``memory_mb``)."""
+        self.pool = None  # drop the old pool before building the new one
+        chunk = chunk_size_for(item_emb.shape[0], self.memory_mb, item_emb.device)
+        self.pool = build_pool(user_emb.detach(), item_emb.detach(), self.exclude, self.k, self.sampler, chunk)
         self.built_at = epoch
         self.refreshes += 1
 
-    def maybe_refresh(self, model: "DNSModel", epoch: int) -> bool:
-        """Refresh if :meth:`due`; returns whether it did."""
-        if self.due(epoch):
-            self.refresh(model, epoch)
-            return True
-        return False
-
     def sample(self, users: torch.Tensor) -> torch.Tensor:
-        """One contrastive negative per instance, uniform over its user's pool row."""
+        """One contrastive negative per instance, uniform over its user's pool row (torch's RNG)."""
         if self.pool is None:
-            raise RuntimeError("the DNS pool has not been built yet")
+            raise RuntimeError(
+                "the DNS pool has not been built yet: call model.on_epoch_start(epoch) before training "
+                "(recbole_dns's trainer does it at the start of every epoch)"
+            )
         users = users.to(self.pool.device)
         cols = torch.randint(self.k, users.shape, device=self.pool.device)
         return torch.take(self.pool, users * self.k + cols)
@@ -265,59 +275,105 @@ class DNSPool:
 
     def load_state_dict(self, state: dict, device: torch.device | str | None = None) -> None:
         pool = state.get("pool")
-        if pool is not None and tuple(pool.shape) != (self.exclude.shape[0], self.k):
+        if pool is not None and tuple(pool.shape) != (self.n_users, self.k):
             raise ValueError(
                 f"checkpoint DNS pool has shape {tuple(pool.shape)}, expected "
-                f"{(self.exclude.shape[0], self.k)} (was dns_k or the dataset changed?)"
+                f"{(self.n_users, self.k)} (was dns_k or the dataset changed?)"
             )
         self.pool = pool.to(device) if (pool is not None and device is not None) else pool
         self.built_at = int(state.get("built_at", -1))
         self.refreshes = int(state.get("refreshes", 0))
 
 
+@dataclass
+class DNSBatch:
+    """A training batch as the DNS loss sees it: the item ids and the embeddings the loss used."""
+
+    interaction: Any
+    users: torch.Tensor
+    pos_items: torch.Tensor
+    neg_items: torch.Tensor
+    dns_neg_items: torch.Tensor
+    user_e: torch.Tensor
+    pos_e: torch.Tensor
+    neg_e: torch.Tensor
+    dns_neg_e: torch.Tensor
+
+
 class DNSModel:
-    """Mixin for a ``_DNS`` model variant.
+    """Mixin that turns a RecBole model into its DNS variant; put it first among the bases.
 
-    A variant says only how to get its tables and its extra losses:
+    ``class BPR_DNS(DNSModel, BPR)``: the base model's ``__init__`` runs first, then this one reads
+    ``dns_tau`` and builds the model's :class:`DNSPool` from the training dataset. A variant provides
 
-    * :meth:`dns_tables` - ``(users [n_users, d], items [n_items, d])`` used to build the pool,
-      computed once per refresh under ``no_grad`` (default: the training tables);
-    * :meth:`train_tables` - the tables the loss is computed on (with gradient) for this batch;
-    * :meth:`extra_losses` - the model's own terms (L2, self-supervised losses, ...).
+    * :meth:`train_tables` - ``(users [n_users, d], items [n_items, d])``, the tables the loss is
+      computed on (with gradient; e.g. ``self.forward()`` for a graph model);
+    * :meth:`dns_tables` - the tables the pool is built from (default: :meth:`train_tables`, called
+      under ``no_grad`` once per refresh);
+    * :meth:`extra_losses` - the model's own terms (L2, self-supervised losses), from a :class:`DNSBatch`.
 
-    :meth:`calculate_loss` then returns ``(dns_loss, *extra_losses)``.
+    ``calculate_loss`` returns ``(dns_loss, *extra_losses)``; ``predict`` and ``full_sort_predict`` stay
+    the base model's. The pool travels in checkpoints through ``other_parameter()``; the ``state_dict``
+    is the base model's, so a variant's weights load into its base.
     """
 
     dns_tau: float
+    dns_pool: DNSPool
     #: how the DNS loss is reduced over the batch: as the base model reduces the loss it replaces
     dns_reduction: str = "mean"
 
-    def dns_init(self, config: Any) -> None:
+    def __init__(self, config: Any, dataset: Any) -> None:
+        super().__init__(config, dataset)
         self.dns_tau = float(config["dns_tau"])
+        self.dns_pool = DNSPool.from_dataset(dataset, config)
 
-    def train_tables(self, interaction: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
+    # ---- what a variant provides ---------------------------------------------------------------
+    def train_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError(f"{type(self).__name__} must say how to get its tables: define train_tables()")
 
     def dns_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.train_tables(None)
+        return self.train_tables()
 
-    def extra_losses(self, interaction: Any, user_e: torch.Tensor, pos_e: torch.Tensor,
-                     neg_e: torch.Tensor, dns_neg_e: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def extra_losses(self, batch: DNSBatch) -> tuple[torch.Tensor, ...]:
         return ()
 
+    # ---- the mechanism -------------------------------------------------------------------------
+    def on_epoch_start(self, epoch: int) -> bool:
+        """Rebuild the pool if ``epoch`` is a refresh epoch (0, n, 2n, ...); returns whether it did."""
+        if not self.dns_pool.due(epoch):
+            return False
+        with torch.no_grad():
+            users, items = self.dns_tables()
+        self.dns_pool.refresh(users, items, epoch)
+        return True
+
+    def reset_eval_cache(self) -> None:
+        """Drop RecBole's cached full-sort tables (``restore_user_e``/``restore_item_e``) once training goes on."""
+        if getattr(self, "restore_user_e", None) is not None or getattr(self, "restore_item_e", None) is not None:
+            self.restore_user_e = self.restore_item_e = None
+
     def calculate_loss(self, interaction: Any) -> tuple[torch.Tensor, ...]:
-        if DNS_NEG_ITEM_ID not in interaction:
-            raise RuntimeError(
-                f"{type(self).__name__} needs a contrastive negative per instance ('{DNS_NEG_ITEM_ID}'), "
-                "which recbole_dns.DNSTrainer adds; train it with run_recbole_dns or recbole_dns.get_trainer"
-            )
-        users, items = self.train_tables(interaction)
+        self.reset_eval_cache()
+        users = interaction[self.USER_ID]
+        dns_neg = self.dns_pool.sample(users)
+        user_table, item_table = self.train_tables()
         # one lookup for the three item columns (F.embedding's backward is much faster on the CPU than
         # tensor indexing), kept stacked as [3, B, d] for the loss
-        item_ids = torch.stack(
-            [interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID], interaction[DNS_NEG_ITEM_ID]]
-        )
-        user_e = F.embedding(interaction[self.USER_ID], users)
-        candidates = F.embedding(item_ids, items)
+        item_ids = torch.stack([interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID], dns_neg])
+        user_e = F.embedding(users, user_table)
+        candidates = F.embedding(item_ids, item_table)
         main = stacked_dns_loss(user_e, candidates, self.dns_tau, self.dns_reduction)
-        return (main, *self.extra_losses(interaction, user_e, *candidates.unbind(0)))
+        batch = DNSBatch(interaction, users, *item_ids.unbind(0), user_e, *candidates.unbind(0))
+        return (main, *self.extra_losses(batch))
+
+    def other_parameter(self) -> dict:
+        return {**super().other_parameter(), "dns_pool": self.dns_pool.state_dict()}
+
+    def load_other_parameter(self, para: dict | None) -> None:
+        if para is None:
+            return
+        para = dict(para)
+        state = para.pop("dns_pool", None)
+        super().load_other_parameter(para)
+        if state is not None:
+            self.dns_pool.load_state_dict(state, self.device)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+import scipy.sparse as sp
 import torch
 
 
@@ -30,3 +32,26 @@ def propagate(adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 def to_csr(adj: torch.Tensor) -> torch.Tensor:
     """A sparse COO matrix as CSR (faster ``sparse.mm``)."""
     return adj.coalesce().to_sparse_csr()
+
+
+def symmetric_norm_adjacency(inter: sp.spmatrix, device: torch.device | str | None = None) -> torch.Tensor:
+    """``D^-1/2 A D^-1/2`` of the user-item bipartite graph as a coalesced torch sparse COO tensor.
+
+    Replaces RecBole 1.2.1's ``get_norm_adj_mat`` (LightGCN, SGL, NGCF, ...), which fills a
+    ``dok_matrix`` through ``dok_matrix._update`` (removed in SciPy 1.13) and builds the tensor with
+    ``torch.sparse.FloatTensor`` (deprecated in torch 2.x). Built from COO here, which is faster too.
+    """
+    inter = sp.coo_matrix(inter, dtype=np.float32)
+    n_users, n_items = inter.shape
+    row = np.concatenate([inter.row, inter.col + n_users])
+    col = np.concatenate([inter.col + n_users, inter.row])
+    data = np.ones(len(row), dtype=np.float32)
+    adj = sp.coo_matrix((data, (row, col)), shape=(n_users + n_items,) * 2)
+    adj.sum_duplicates()
+    adj.data[:] = 1.0
+    deg = np.asarray(adj.sum(axis=1)).flatten() + 1e-7  # RecBole adds 1e-7 to avoid 0^-1/2
+    d_inv = np.power(deg, -0.5)
+    values = d_inv[adj.row] * adj.data * d_inv[adj.col]
+    index = torch.as_tensor(np.vstack([adj.row, adj.col]).astype(np.int64))
+    out = torch.sparse_coo_tensor(index, torch.as_tensor(values, dtype=torch.float32), adj.shape, check_invariants=True)
+    return out.coalesce().to(device) if device is not None else out.coalesce()

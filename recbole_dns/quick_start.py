@@ -7,7 +7,7 @@ import sys
 from logging import getLogger
 from typing import Any, Callable
 
-from recbole_dns.config import Config, check_dns_k
+from recbole_dns.config import Config
 from recbole_dns.errors import ConfigError
 from recbole_dns.trainer import get_trainer
 
@@ -71,8 +71,6 @@ def _data_and_model(config):
     logger.info(config)
     data = _create_dataset(config)
     logger.info(data)
-    if config["dns"]:
-        check_dns_k(config, data.item_num)
     train_data, valid_data, test_data = data_preparation(config, data)
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = config.model_class(config, train_data._dataset).to(config["device"])
@@ -121,25 +119,32 @@ def run_recbole_dns(
     }
 
 
-def load_data_and_model(model_file: str) -> tuple:
+def load_data_and_model(model_file: str, model: str | None = None) -> tuple:
     """RecBole's ``load_data_and_model`` for checkpoints written by this package.
 
     Rebuilds the Config from the model, dataset and user-given settings stored in the checkpoint (no
-    unpickling), the dataset and its split, and the model with the checkpoint's weights.
+    unpickling), the dataset and its split, and the model with the checkpoint's weights. ``model``
+    loads the weights into another model with the same tables, e.g. a ``BPR_DNS`` checkpoint into
+    ``BPR`` (a DNS variant's ``state_dict`` is its base's; its pool is left out).
 
     Returns:
         ``(config, model, dataset, train_data, valid_data, test_data)``.
     """
-    from recbole_dns import compat
+    from recbole_dns.checkpoint import load_checkpoint
+    from recbole_dns.models import is_dns_model
 
-    checkpoint = compat.load_checkpoint(model_file, "cpu")
+    checkpoint = load_checkpoint(model_file, "cpu")
     saved = checkpoint["config"]
     external = {k: v for k, v in checkpoint.get("external_config", {}).items() if k not in ("model", "dataset")}
-    config = Config(model=saved["model"], dataset=saved["dataset"], config_dict=external, read_cmd_line=False)
-    dataset, model, train_data, valid_data, test_data = _data_and_model(config)
-    model.load_state_dict(checkpoint["state_dict"])
-    model.load_other_parameter(checkpoint.get("other_parameter"))
-    return config, model, dataset, train_data, valid_data, test_data
+    name = model or saved["model"]
+    if not is_dns_model(name):
+        external.pop("dns", None)
+    config = Config(model=name, dataset=saved["dataset"], config_dict=external, read_cmd_line=False)
+    dataset, model_obj, train_data, valid_data, test_data = _data_and_model(config)
+    model_obj.load_state_dict(checkpoint["state_dict"])
+    other = checkpoint.get("other_parameter") or {}
+    model_obj.load_other_parameter({k: v for k, v in other.items() if k in model_obj.other_parameter()})
+    return config, model_obj, dataset, train_data, valid_data, test_data
 
 
 DEFAULT_MODEL, DEFAULT_DATASET = "BPR_DNS", "ml-100k"

@@ -135,3 +135,16 @@ def test_pris_proposals_are_valid_and_match_their_sampling_frequency(prepare, pr
 def test_bad_values_are_clear_errors(prepare, model, key, value):
     with pytest.raises(ConfigError, match=f"config key '{key}'"):
         prepare(model, **{key: value})
+
+
+def test_pris_l2_is_per_instance_like_bprs(prepare, monkeypatch):
+    """PRIS's L2 over its num_negs negatives is divided by the batch, not by batch x num_negs."""
+    _, trainer, train, _, _ = prepare("PRIS", proposal="uniform", num_negs=5, reg_weight=0.1, require_pow=True)
+    model = trainer.model
+    batch = next(iter(train))
+    user, pos = batch["user_id"], batch["item_id"]
+    negs = torch.randint(1, model.n_items, (len(user), 5))
+    monkeypatch.setattr(model, "sample_negatives", lambda users: (negs, torch.zeros(negs.shape)))
+    _, l2 = model.calculate_loss(batch)
+    e = [model.user_embedding(user), model.item_embedding(pos), model.item_embedding(negs)]
+    assert l2.item() == pytest.approx(0.1 * sum((x**2).sum() / 2 for x in e).item() / len(user), rel=1e-5)

@@ -104,12 +104,17 @@ def test_missing_config_file_is_a_clear_error():
         Config(model="BPR", dataset="ml-100k", config_file_list=["nope.yaml"], read_cmd_line=False)
 
 
-def test_every_package_model_has_a_yaml_of_defaults():
+def test_every_base_model_has_a_yaml_of_defaults_and_variants_inherit_them():
     for name in PACKAGE_MODELS:
-        assert (properties_dir() / "model" / f"{name}.yaml").is_file(), name
+        if name in DNS_VARIANTS.values():
+            assert not (properties_dir() / "model" / f"{name}.yaml").exists(), name  # the base's YAML applies
+        else:
+            assert (properties_dir() / "model" / f"{name}.yaml").is_file(), name
     for base, variant in DNS_VARIANTS.items():
-        assert base in PACKAGE_MODELS or get_model(base)
-        assert variant in PACKAGE_MODELS
+        assert base in PACKAGE_MODELS and variant in PACKAGE_MODELS
+        plain, dns = make(base), make(variant)
+        for key in ("embedding_size", "reg_weight", "n_layers", "eps", "lambda", "ssl_weight", "drop_ratio"):
+            assert plain[key] == dns[key], (variant, key)
 
 
 def test_properties_are_found_from_the_installed_package(tmp_path):
@@ -119,7 +124,7 @@ def test_properties_are_found_from_the_installed_package(tmp_path):
     import sys
 
     code = ("import recbole_dns, recbole_dns.config as c; d = c.properties_dir(); "
-            "print(recbole_dns.__file__); print(d); print((d / 'overall.yaml').is_file(), (d / 'model' / 'BPR_DNS.yaml').is_file())")
+            "print(recbole_dns.__file__); print(d); print((d / 'overall.yaml').is_file(), (d / 'model' / 'BPR.yaml').is_file())")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
                          env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     if out.returncode != 0 and "No module named 'recbole_dns'" in out.stderr:

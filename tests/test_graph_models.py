@@ -7,9 +7,9 @@ import scipy.sparse as sp
 import numpy as np
 import torch
 
-from recbole_dns import Config, ConfigError, DNSPool, DNSTrainer, run_recbole_dns
-from recbole_dns.compat import symmetric_norm_adjacency
-from recbole_dns.models.simgcl import info_nce
+from recbole_dns import Config, ConfigError, DNSTrainer, run_recbole_dns
+from recbole_dns.graph import symmetric_norm_adjacency
+from recbole_dns.losses import info_nce
 
 GRAPH_MODELS = ["LightGCN", "SGL", "SimGCL"]
 
@@ -93,20 +93,22 @@ def test_pool_refresh_on_schedule_with_one_propagation(prepare, monkeypatch, mod
     m = trainer.model
     refreshes, calls = [], []
     original_forward = type(m).forward
-    original_refresh = DNSPool.refresh
+    original_hook = type(m).on_epoch_start
 
     def counting_forward(self, *args, **kwargs):
         calls.append((args, kwargs))
         return original_forward(self, *args, **kwargs)
 
-    def spy(self, model_, epoch):
+    def spy(self, epoch):
         calls.clear()
         rebuilds = len(getattr(m, "_graph_builds", []))
-        original_refresh(self, model_, epoch)
-        refreshes.append((epoch, list(calls), len(getattr(m, "_graph_builds", [])) - rebuilds))
+        if original_hook(self, epoch):
+            refreshes.append((epoch, list(calls), len(getattr(m, "_graph_builds", [])) - rebuilds))
+            assert self.dns_pool.built_at == epoch
+        return False
 
     monkeypatch.setattr(type(m), "forward", counting_forward)
-    monkeypatch.setattr(DNSPool, "refresh", spy)
+    monkeypatch.setattr(type(m), "on_epoch_start", spy)
     if hasattr(m, "graph_construction"):  # SGL: the refresh must not rebuild the augmented graphs
         m._graph_builds = []
         original_gc = m.graph_construction
@@ -147,3 +149,17 @@ def test_lightgcn_forward_is_the_mean_of_the_layer_embeddings(prepare):
     ref = (e0 + e1 + a @ e1) / 3
     users, items = m.forward()
     assert torch.allclose(torch.cat([users, items]), ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("require_pow", [False, True])
+def test_sgl_l2_honours_require_pow(prepare, require_pow):
+    _, trainer, train, _, _ = prepare("SGL", reg_weight=0.5, require_pow=require_pow)
+    m = trainer.model
+    batch = next(iter(train))
+    u, p, n = batch["user_id"], batch["item_id"], batch["neg_item_id"]
+    users, items = m.forward(m.train_graph)
+    bpr = -torch.nn.functional.logsigmoid((users[u] * items[p]).sum(1) - (users[u] * items[n]).sum(1)).sum()
+    ego = [m.user_embedding(u), m.item_embedding(p), m.item_embedding(n)]
+    l2 = sum((e**2).sum() / 2 if require_pow else e.norm() for e in ego) / len(u)
+    got = m.calc_bpr_loss(users, items, u, p, n)
+    assert got.item() == pytest.approx((bpr + 0.5 * l2).item(), rel=1e-5)

@@ -71,3 +71,21 @@ def test_bad_tau():
     x = torch.randn(2, 3)
     with pytest.raises(ValueError, match="tau must be > 0"):
         dns_loss(x, x, x, x, 0.0)
+
+
+@pytest.mark.parametrize("require_pow", [False, True])
+def test_l2_loss_is_recboles_embloss_per_instance(require_pow):
+    from recbole.model.loss import EmbLoss
+
+    from recbole_dns.losses import l2_loss
+
+    g = torch.Generator().manual_seed(5)
+    u, p, n = (torch.randn(8, 4, generator=g) for _ in range(3))
+    ours = l2_loss(u, p, n, require_pow=require_pow)
+    assert ours.item() == pytest.approx(EmbLoss()(u, p, n, require_pow=require_pow).item(), rel=1e-6)
+    by_hand = sum((x**2).sum() / 2 if require_pow else x.norm() for x in (u, p, n)) / 8
+    assert ours.item() == pytest.approx(by_hand.item(), rel=1e-6)
+    # m negatives per instance as one [B * m, d] tensor still count as B instances (EmbLoss divides by B * m)
+    negs = torch.randn(8 * 5, 4, generator=g)
+    expected = ((u**2).sum() + (negs**2).sum()) / 2 / 8 if require_pow else (u.norm() + negs.norm()) / 8
+    assert l2_loss(u, negs, require_pow=require_pow).item() == pytest.approx(expected.item(), rel=1e-6)

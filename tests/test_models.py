@@ -5,7 +5,7 @@ import torch
 from recbole.data.interaction import Interaction
 from recbole.model.general_recommender.bpr import BPR as RecBoleBPR
 
-from recbole_dns import DNS_NEG_ITEM_ID, dns_loss
+from recbole_dns import dns_loss
 
 
 def _batch(n_users, n_items, size=16, seed=0):
@@ -14,7 +14,6 @@ def _batch(n_users, n_items, size=16, seed=0):
         "user_id": torch.randint(1, n_users, (size,), generator=g),
         "item_id": torch.randint(1, n_items, (size,), generator=g),
         "neg_item_id": torch.randint(1, n_items, (size,), generator=g),
-        DNS_NEG_ITEM_ID: torch.randint(1, n_items, (size,), generator=g),
     })
 
 
@@ -50,12 +49,14 @@ def test_bpr_without_bias_and_l2_is_recboles_bpr(prepare):
 
 
 @pytest.mark.parametrize("require_pow", [False, True])
-def test_bpr_dns_loss_is_the_dns_loss_plus_l2(prepare, require_pow):
+def test_bpr_dns_loss_is_the_dns_loss_plus_l2(prepare, monkeypatch, require_pow):
     config, trainer, _, _, _ = prepare("BPR_DNS", reg_weight=0.01, dns_tau=0.3, require_pow=require_pow)
     model = trainer.model
     batch = _batch(model.n_users, model.n_items)
+    dns_neg = torch.randint(1, model.n_items, (len(batch),))
+    monkeypatch.setattr(model.dns_pool, "sample", lambda users: dns_neg)
     main, l2 = model.calculate_loss(batch)
-    e = model.user_embedding(batch["user_id"]), *(model.item_embedding(batch[f]) for f in ("item_id", "neg_item_id", DNS_NEG_ITEM_ID))
+    e = model.user_embedding(batch["user_id"]), *(model.item_embedding(i) for i in (batch["item_id"], batch["neg_item_id"], dns_neg))
     assert main.item() == pytest.approx(dns_loss(*e, 0.3).item(), rel=1e-6)
     # RecBole's EmbLoss: sum of the Frobenius norms / batch, or of their squares / (2 batch)
     ref_l2 = 0.01 * sum(x.norm(p=2) ** (2 if require_pow else 1) for x in e) / len(batch) / (2 if require_pow else 1)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from recbole_dns import DNS_NEG_ITEM_ID, DNSPool, DNSTrainer, run_recbole_dns
+from recbole_dns import DNSModel, DNSPool, DNSTrainer, run_recbole_dns
 from recbole_dns.sampling import exclusion_matrix
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,8 +20,8 @@ def _record_refreshes(monkeypatch):
     epochs, pools = [], []
     original = DNSPool.refresh
 
-    def spy(self, model, epoch):
-        original(self, model, epoch)
+    def spy(self, user_emb, item_emb, epoch):
+        original(self, user_emb, item_emb, epoch)
         epochs.append(epoch)
         pools.append(self.pool.clone())
 
@@ -38,7 +38,7 @@ def test_pool_refreshed_exactly_at_epochs_0_n_2n(prepare, monkeypatch):
 
     def track(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         out = original_epoch(self, train_data, epoch_idx, loss_func, show_progress)
-        seen.append((epoch_idx, self.dns_pool.pool.clone()))
+        seen.append((epoch_idx, self.model.dns_pool.pool.clone()))
         return out
 
     monkeypatch.setattr(DNSTrainer, "_train_epoch", track)
@@ -53,8 +53,8 @@ def test_pool_refreshed_exactly_at_epochs_0_n_2n(prepare, monkeypatch):
 
 def test_pool_is_the_dissimilar_pool_of_the_current_tables(prepare):
     config, trainer, train, valid, test = prepare("BPR_DNS", dns_k=15)
-    pool = trainer._ensure_pool(train)
-    pool.maybe_refresh(trainer.model, 0)
+    assert trainer.model.on_epoch_start(0) and not trainer.model.on_epoch_start(0)  # built once per refresh epoch
+    pool = trainer.model.dns_pool
     users, items = trainer.model.dns_tables()
     exclude = exclusion_matrix(train._dataset).toarray() > 0
     cos = torch.nn.functional.normalize(users, dim=1) @ torch.nn.functional.normalize(items, dim=1).T
@@ -67,16 +67,18 @@ def test_pool_is_the_dissimilar_pool_of_the_current_tables(prepare):
 
 def test_each_instance_gets_one_negative_from_its_users_pool(prepare, monkeypatch):
     config, trainer, train, valid, test = prepare("BPR_DNS", dns_k=10, epochs=1, eval_step=0)
+    model = trainer.model
     batches = []
-    original = trainer.model.calculate_loss
+    original = DNSPool.sample
 
-    def spy(interaction):
-        batches.append((interaction["user_id"].clone(), interaction[DNS_NEG_ITEM_ID].clone()))
-        return original(interaction)
+    def spy(self, users):
+        negs = original(self, users)
+        batches.append((users.clone(), negs.clone()))
+        return negs
 
-    monkeypatch.setattr(trainer.model, "calculate_loss", spy)
+    monkeypatch.setattr(DNSPool, "sample", spy)
     trainer.fit(train, None, saved=False)
-    pool = trainer.dns_pool.pool
+    pool = model.dns_pool.pool
     total = 0
     for users, negs in batches:
         assert negs.shape == users.shape and negs.device == pool.device
@@ -85,11 +87,30 @@ def test_each_instance_gets_one_negative_from_its_users_pool(prepare, monkeypatc
     assert total == len(train._dataset)
 
 
-def test_dns_model_without_dns_trainer_says_what_to_use(prepare):
+def test_dns_loss_before_the_first_refresh_says_what_to_call(prepare):
     config, trainer, train, valid, test = prepare("BPR_DNS")
     batch = next(iter(train))
-    with pytest.raises(RuntimeError, match="DNSTrainer"):
+    with pytest.raises(RuntimeError, match=r"on_epoch_start\(epoch\)"):
         trainer.model.calculate_loss(batch)
+    trainer.model.on_epoch_start(0)
+    assert torch.isfinite(trainer.model.calculate_loss(batch)[0])
+
+
+def test_the_trainer_is_only_an_epoch_hook(prepare, monkeypatch):
+    """No pool state in the trainer and no field written into the batch: the model draws i'- itself."""
+    config, trainer, train, valid, test = prepare("BPR_DNS", epochs=1, eval_step=0)
+    seen_fields = []
+    original = type(trainer.model).calculate_loss
+
+    def spy(self, interaction):
+        seen_fields.append(set(interaction.interaction))
+        return original(self, interaction)
+
+    monkeypatch.setattr(type(trainer.model), "calculate_loss", spy)
+    trainer.fit(train, None, saved=False)
+    assert seen_fields and not any(any(name.startswith("dns") for name in f) for f in seen_fields)
+    assert not any(isinstance(v, DNSPool) for v in vars(trainer).values())
+    assert isinstance(trainer.model, DNSModel) and trainer.model.dns_pool.refreshes == 1
 
 
 def _checkpoint(trainer):
@@ -106,19 +127,20 @@ def test_checkpoint_is_weights_only_and_resume_equals_uninterrupted(prepare, tmp
     first.fit(train, None, saved=True)
     ckpt = torch.load(_checkpoint(first), weights_only=True)  # plain types only
     assert isinstance(ckpt["config"], dict) and ckpt["config"]["model"] == "BPR_DNS"
-    assert ckpt["epoch"] == 2 and ckpt["dns_pool"]["built_at"] == 0
-    assert torch.equal(ckpt["dns_pool"]["pool"], first.dns_pool.pool)
+    pool_state = ckpt["other_parameter"]["dns_pool"]
+    assert ckpt["epoch"] == 2 and pool_state["built_at"] == 0
+    assert torch.equal(pool_state["pool"], first.model.dns_pool.pool)
+    assert not any(k.startswith("dns") for k in ckpt["state_dict"])  # the weights are BPR's
     # ... and resumed in a fresh process state for epochs 3..4
     _, resumed, train, _, _ = prepare("BPR_DNS", epochs=5, **common)
     resumed.resume_checkpoint(_checkpoint(first))
     assert resumed.start_epoch == 3
-    resumed._ensure_pool(train)
-    assert torch.equal(resumed.dns_pool.pool, first.dns_pool.pool)  # same pool after loading
+    assert torch.equal(resumed.model.dns_pool.pool, first.model.dns_pool.pool)  # the model holds it at once
     resumed.fit(train, None, saved=True)
-    assert resumed.dns_pool.built_at == 3 and resumed.dns_pool.refreshes == 2
+    assert resumed.model.dns_pool.built_at == 3 and resumed.model.dns_pool.refreshes == 2
     for (name, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
         assert torch.equal(a, b), name
-    assert torch.equal(full.dns_pool.pool, resumed.dns_pool.pool)
+    assert torch.equal(full.model.dns_pool.pool, resumed.model.dns_pool.pool)
 
 
 def test_resume_between_refreshes_keeps_the_checkpoint_pool(prepare, tmp_path, monkeypatch):
@@ -130,7 +152,7 @@ def test_resume_between_refreshes_keeps_the_checkpoint_pool(prepare, tmp_path, m
     resumed.resume_checkpoint(_checkpoint(first))
     resumed.fit(train, None, saved=False)
     assert epochs == []  # epoch 2 is not a refresh epoch for n=4: the checkpoint's pool is used
-    assert torch.equal(resumed.dns_pool.pool, first.dns_pool.pool)
+    assert torch.equal(resumed.model.dns_pool.pool, first.model.dns_pool.pool)
 
 
 def test_resume_with_another_model_is_an_error(prepare, tmp_path):

@@ -1,7 +1,8 @@
-"""Model registry: this package's models first, then every built-in RecBole model.
+"""Model registry: models registered by the user, this package's models, then every built-in RecBole model.
 
 RecBole 1.2.1's ``get_model`` only looks inside ``recbole.model`` and turns an unknown name into a
-lightgbm ``ModuleNotFoundError``; :func:`get_model` here gives a clear error instead.
+lightgbm ``ModuleNotFoundError``; :func:`get_model` here gives a clear error instead. A user's own model
+(and its DNS variant) joins with :func:`register_model`.
 """
 
 from __future__ import annotations
@@ -29,7 +30,10 @@ PACKAGE_MODELS: dict[str, str] = {
     "PRIS": "recbole_dns.models.pris",
 }
 
-#: base model -> its DNS variant (what ``dns: true`` selects)
+#: models registered with :func:`register_model`: name -> class
+REGISTERED: dict[str, type] = {}
+
+#: base model -> its DNS variant (what ``dns: true`` selects); :func:`register_model` adds to it
 DNS_VARIANTS: dict[str, str] = {
     "BPR": "BPR_DNS",
     "LightGCN": "LightGCN_DNS",
@@ -61,17 +65,52 @@ def recbole_models() -> dict[str, str]:
 
 def model_names() -> list[str]:
     """Every model name :func:`get_model` accepts."""
-    return sorted(set(PACKAGE_MODELS) | set(recbole_models()))
+    return sorted(set(REGISTERED) | set(PACKAGE_MODELS) | set(recbole_models()))
+
+
+def register_model(*classes: type) -> None:
+    """Make model classes known by name to ``run_recbole_dns``, the sweeps and the experiments.
+
+    A class that mixes in :class:`~recbole_dns.dns.DNSModel` becomes the DNS variant of its base (the
+    first recommender class after the mixins in its MRO, registered too), so that ``dns: true`` on the
+    base selects it::
+
+        class MyMF_DNS(DNSModel, MyMF):
+            def train_tables(self):
+                return self.user_embedding.weight, self.item_embedding.weight
+
+        register_model(MyMF_DNS)   # "MyMF" and "MyMF_DNS"; dns: true on MyMF -> MyMF_DNS
+    """
+    from recbole.model.abstract_recommender import AbstractRecommender
+
+    from recbole_dns.dns import DNSModel
+
+    for cls in classes:
+        if not (isinstance(cls, type) and issubclass(cls, AbstractRecommender)):
+            raise TypeError(f"register_model takes RecBole model classes; got {cls!r}")
+        REGISTERED[cls.__name__] = cls
+        if issubclass(cls, DNSModel):
+            base = next(
+                (c for c in cls.__mro__[1:] if issubclass(c, AbstractRecommender) and not issubclass(c, DNSModel)),
+                None,
+            )
+            if base is None or base.__module__ == "recbole.model.abstract_recommender":
+                raise TypeError(f"{cls.__name__} mixes in DNSModel but has no base recommender to be a variant of")
+            if base.__name__ not in PACKAGE_MODELS and base.__name__ not in recbole_models():
+                REGISTERED.setdefault(base.__name__, base)
+            DNS_VARIANTS[base.__name__] = cls.__name__
 
 
 def get_model(name: str) -> type:
-    """The model class called ``name``: this package's, else RecBole's built-in one.
+    """The model class called ``name``: a registered one, this package's, else RecBole's built-in one.
 
     Raises:
         ConfigError: unknown name (with close matches), or a model whose library is not installed.
     """
     if not isinstance(name, str) or not name:
         raise ConfigError(f"model must be a model name (str); got {name!r}")
+    if name in REGISTERED:
+        return REGISTERED[name]
     if name in PACKAGE_MODELS:
         return getattr(importlib.import_module(PACKAGE_MODELS[name]), name)
     builtin = recbole_models()
@@ -102,6 +141,7 @@ def dns_variant(name: str) -> str:
     raise ConfigError(
         f"dns: true is not supported for model {name!r}. Models with a DNS variant: "
         + ", ".join(f"{base} -> {var}" for base, var in sorted(DNS_VARIANTS.items()))
+        + " (your own model gets one with recbole_dns.register_model, see the README)"
     )
 
 

@@ -9,13 +9,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 from recbole.model.general_recommender.bpr import BPR as RecBoleBPR
-from recbole.model.loss import EmbLoss
+
+from recbole_dns.losses import l2_loss
 
 
 class BPR(RecBoleBPR):
     """RecBole's BPR, plus an L2 term and optional biases.
 
-    Differences from RecBole's BPR: ``reg_weight`` adds RecBole's usual L2 term (``EmbLoss``, as in its LightGCN)
+    Differences from RecBole's BPR: ``reg_weight`` adds RecBole's usual L2 term (:func:`recbole_dns.losses.l2_loss`,
+    ``EmbLoss`` as in its LightGCN: a sum of norms, or the papers' squared norm with ``require_pow: true``)
     on the batch's embeddings (RecBole's BPR has none and relies on ``weight_decay``); with ``use_bias: true`` the score is
     ``b + b_u + b_i + e_u . e_i`` (user, item and global biases, as the DNS paper's BPR). The biases are
     kept as two extra embedding columns, ``[e_u, b_u, 1] . [e_i, 1, b_i]``, so every consumer of the
@@ -29,7 +31,6 @@ class BPR(RecBoleBPR):
         self.reg_weight = float(config["reg_weight"] or 0.0)
         self.require_pow = bool(config["require_pow"])
         self.use_bias = bool(config["use_bias"])
-        self.reg_loss = EmbLoss()
         if self.use_bias:
             self.user_bias = nn.Parameter(torch.zeros(self.n_users))
             self.item_bias = nn.Parameter(torch.zeros(self.n_items))
@@ -52,8 +53,8 @@ class BPR(RecBoleBPR):
         return torch.cat([emb, torch.ones_like(bias).unsqueeze(-1), bias.unsqueeze(-1)], dim=-1)
 
     def l2_loss(self, *embeddings: torch.Tensor) -> torch.Tensor:
-        """``reg_weight`` x RecBole's EmbLoss (as LightGCN/SGL: norms, squared with ``require_pow``)."""
-        return self.reg_weight * self.reg_loss(*embeddings, require_pow=self.require_pow)
+        """``reg_weight`` x :func:`recbole_dns.losses.l2_loss` (norms; squared norms with ``require_pow``)."""
+        return self.reg_weight * l2_loss(*embeddings, require_pow=self.require_pow)
 
     def calculate_loss(self, interaction):
         user_e = self.user_table(interaction[self.USER_ID])

@@ -8,21 +8,22 @@ from __future__ import annotations
 import torch
 from recbole.model.general_recommender.lightgcn import LightGCN as RecBoleLightGCN
 
-from recbole_dns import compat
-from recbole_dns.graph import propagate, to_csr
+from recbole_dns.graph import propagate, symmetric_norm_adjacency, to_csr
+from recbole_dns.losses import EgoL2Mixin
 
 
-class LightGCN(RecBoleLightGCN):
+class LightGCN(EgoL2Mixin, RecBoleLightGCN):
     """RecBole's LightGCN (BPR loss, mean of the layer embeddings, L2 on the ego embeddings).
 
     Differs from RecBole 1.2.1 only in how the normalised adjacency is built and used: from COO (RecBole's
     ``dok_matrix._update`` is gone in SciPy >= 1.13), stored as CSR, propagated with a symmetric sparse
     product (:func:`recbole_dns.graph.propagate`). Same model as the paper's, with RecBole's defaults
-    (2 layers, reg_weight 1e-5).
+    (2 layers, reg_weight 1e-5). The L2 term (:class:`~recbole_dns.losses.EgoL2Mixin`) is RecBole's: a sum
+    of norms by default, the paper's squared norm with ``require_pow: true``.
     """
 
     def get_norm_adj_mat(self) -> torch.Tensor:
-        return to_csr(compat.symmetric_norm_adjacency(self.interaction_matrix))
+        return to_csr(symmetric_norm_adjacency(self.interaction_matrix))
 
     def layer_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Every layer's embeddings: users ``[n_users, L+1, d]`` and items ``[n_items, L+1, d]``."""
@@ -36,8 +37,3 @@ class LightGCN(RecBoleLightGCN):
     def forward(self):
         users, items = self.layer_embeddings()
         return users.mean(dim=1), items.mean(dim=1)
-
-    def ego_loss(self, user, *items) -> torch.Tensor:
-        """``reg_weight`` x RecBole's EmbLoss on the layer-0 embeddings of a batch."""
-        ego = [self.user_embedding(user), *(self.item_embedding(i) for i in items)]
-        return self.reg_weight * self.reg_loss(*ego, require_pow=self.require_pow)

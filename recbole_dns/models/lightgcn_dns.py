@@ -5,7 +5,7 @@ Paper: "Dynamic Negative Sampling for Contrastive Recommendation" (CIKM 2022), S
 
 from __future__ import annotations
 
-from recbole_dns.dns import DNS_NEG_ITEM_ID, DNSModel
+from recbole_dns.dns import DNSBatch, DNSModel
 from recbole_dns.models.lightgcn import LightGCN
 
 
@@ -16,14 +16,8 @@ class LightGCN_DNS(DNSModel, LightGCN):
     no-grad propagation per refresh. Prediction is LightGCN's.
     """
 
-    def __init__(self, config, dataset):
-        super().__init__(config, dataset)
-        self.dns_init(config)
-
-    def train_tables(self, interaction=None):
-        self.restore_user_e = self.restore_item_e = None  # the cached eval tables are stale once we train
+    def train_tables(self):
         return self.forward()
 
-    def extra_losses(self, interaction, user_e, pos_e, neg_e, dns_neg_e):
-        i = interaction
-        return (self.ego_loss(i[self.USER_ID], i[self.ITEM_ID], i[self.NEG_ITEM_ID], i[DNS_NEG_ITEM_ID]),)
+    def extra_losses(self, batch: DNSBatch):
+        return (self.ego_loss(batch.users, batch.pos_items, batch.neg_items, batch.dns_neg_items),)

@@ -29,7 +29,8 @@ class PRIS(BPR):
       ``|unseen items of u in c| * exp(u . center_c)``, then an unseen item uniformly within it.
 
     Loss: ``-sum_j w_j log sigmoid(r_ui - r_uj)`` with ``w = softmax_j(r_uj - log q_j)`` computed without
-    gradient, mean over positives, plus BPR's L2 term. The backbone is this package's BPR (dot product,
+    gradient, mean over positives, plus BPR's L2 term over the user, the positive and all ``num_negs``
+    negatives, per training instance (as BPR's, so ``reg_weight`` means the same in both). The backbone is this package's BPR (dot product,
     optional biases). Defaults (5 negatives, cluster proposal, 16 clusters rebuilt every 5 epochs) are
     this package's choice: the paper tunes them per dataset. Prediction is the dot product.
     """

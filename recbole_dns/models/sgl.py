@@ -8,20 +8,27 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 import torch
+import torch.nn.functional as F
 from recbole.model.general_recommender.sgl import SGL as RecBoleSGL
 
 from recbole_dns.graph import propagate, to_csr
+from recbole_dns.losses import EgoL2Mixin
 
 
-class SGL(RecBoleSGL):
+class SGL(EgoL2Mixin, RecBoleSGL):
     """RecBole's SGL (LightGCN encoder, BPR + InfoNCE between two augmented graphs, SUM-reduced).
 
     Differs from RecBole 1.2.1 only in building its sparse tensors with ``torch.sparse_coo_tensor``
     (``torch.sparse.FloatTensor`` is deprecated in torch 2.x), stored as CSR and propagated with a
     symmetric sparse product (:func:`recbole_dns.graph.propagate`). As in RecBole, the two augmented graphs
     are rebuilt whenever ``train()`` is called (once per epoch under the Trainer), and both losses are
-    sums over the batch, as in the authors' code.
+    sums over the batch, as in the authors' code. The L2 term honours ``require_pow`` (RecBole 1.2.1's SGL
+    ignores it and always takes norms, not squared norms).
     """
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.require_pow = bool(config["require_pow"])
 
     def csr2tensor(self, matrix: sp.csr_matrix) -> torch.Tensor:
         coo = matrix.tocoo()
@@ -38,7 +45,8 @@ class SGL(RecBoleSGL):
         final = torch.stack(layers, dim=1).mean(dim=1)
         return torch.split(final, [self.n_users, self.n_items])
 
-    def ego_loss(self, user, *items) -> torch.Tensor:
-        """``reg_weight`` x RecBole's EmbLoss on the layer-0 embeddings of a batch (as SGL's BPR term)."""
-        ego = [self.user_embedding(user), *(self.item_embedding(i) for i in items)]
-        return self.reg_weight * self.reg_loss(*ego)
+    def calc_bpr_loss(self, user_emd, item_emd, user_list, pos_item_list, neg_item_list):
+        """RecBole's summed BPR loss plus :meth:`ego_loss` (which honours ``require_pow``)."""
+        u_e, pi_e, ni_e = user_emd[user_list], item_emd[pos_item_list], item_emd[neg_item_list]
+        bpr = -F.logsigmoid((u_e * pi_e).sum(dim=1) - (u_e * ni_e).sum(dim=1)).sum()
+        return bpr + self.ego_loss(user_list, pos_item_list, neg_item_list)

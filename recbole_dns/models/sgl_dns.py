@@ -5,7 +5,7 @@ Paper: "Dynamic Negative Sampling for Contrastive Recommendation" (CIKM 2022), S
 
 from __future__ import annotations
 
-from recbole_dns.dns import DNS_NEG_ITEM_ID, DNSModel
+from recbole_dns.dns import DNSBatch, DNSModel
 from recbole_dns.models.sgl import SGL
 
 
@@ -20,18 +20,11 @@ class SGL_DNS(DNSModel, SGL):
 
     dns_reduction = "sum"
 
-    def __init__(self, config, dataset):
-        super().__init__(config, dataset)
-        self.dns_init(config)
-
-    def train_tables(self, interaction=None):
-        self.restore_user_e = self.restore_item_e = None
+    def train_tables(self):
         return self.forward(self.train_graph)
 
-    def extra_losses(self, interaction, user_e, pos_e, neg_e, dns_neg_e):
-        i = interaction
-        users, pos = i[self.USER_ID], i[self.ITEM_ID]
+    def extra_losses(self, batch: DNSBatch):
         user_sub1, item_sub1 = self.forward(self.sub_graph1)
         user_sub2, item_sub2 = self.forward(self.sub_graph2)
-        ssl = self.calc_ssl_loss(users, pos, user_sub1, user_sub2, item_sub1, item_sub2)
-        return self.ego_loss(users, pos, i[self.NEG_ITEM_ID], i[DNS_NEG_ITEM_ID]), ssl
+        ssl = self.calc_ssl_loss(batch.users, batch.pos_items, user_sub1, user_sub2, item_sub1, item_sub2)
+        return self.ego_loss(batch.users, batch.pos_items, batch.neg_items, batch.dns_neg_items), ssl

@@ -10,14 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from recbole_dns.graph import propagate
+from recbole_dns.losses import info_nce
 from recbole_dns.models.lightgcn import LightGCN
-
-
-def info_nce(view1: torch.Tensor, view2: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Mean over rows of ``-log softmax`` of row i against all rows of ``view2`` (cosine / temperature)."""
-    v1, v2 = F.normalize(view1, dim=1), F.normalize(view2, dim=1)
-    logits = v1 @ v2.t() / temperature
-    return (torch.logsumexp(logits, dim=1) - logits.diagonal()).mean()
 
 
 class SimGCL(LightGCN):

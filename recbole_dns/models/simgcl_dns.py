@@ -5,7 +5,7 @@ Paper: "Dynamic Negative Sampling for Contrastive Recommendation" (CIKM 2022), S
 
 from __future__ import annotations
 
-from recbole_dns.dns import DNS_NEG_ITEM_ID, DNSModel
+from recbole_dns.dns import DNSBatch, DNSModel
 from recbole_dns.models.simgcl import SimGCL
 
 
@@ -16,15 +16,9 @@ class SimGCL_DNS(DNSModel, SimGCL):
     is built from one no-grad propagation without noise per refresh. Prediction is SimGCL's.
     """
 
-    def __init__(self, config, dataset):
-        super().__init__(config, dataset)
-        self.dns_init(config)
-
-    def train_tables(self, interaction=None):
-        self.restore_user_e = self.restore_item_e = None
+    def train_tables(self):
         return self.forward()
 
-    def extra_losses(self, interaction, user_e, pos_e, neg_e, dns_neg_e):
-        i = interaction
-        reg = self.ego_loss(i[self.USER_ID], i[self.ITEM_ID], i[self.NEG_ITEM_ID], i[DNS_NEG_ITEM_ID])
-        return reg, self.cl_loss(interaction)
+    def extra_losses(self, batch: DNSBatch):
+        reg = self.ego_loss(batch.users, batch.pos_items, batch.neg_items, batch.dns_neg_items)
+        return reg, self.cl_loss(batch.interaction)
