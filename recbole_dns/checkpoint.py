@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from recbole.utils import get_local_time, set_color
 
+from recbole_dns.distributed import barrier, broadcast_object, rank_and_world
+
 
 def to_plain(obj: Any) -> Any:
     """Convert ``obj`` to tensors and plain Python types only (safe for ``weights_only`` loading)."""
@@ -110,12 +112,16 @@ class CheckpointMixin:
     as well as everything RecBole's checkpoint holds, so a run resumed from a checkpoint continues as
     the uninterrupted run would. File names are unique per process. The training loader's shuffling
     generator is restored when :meth:`fit` first sees the loader (the trainer does not see it before).
+
+    In a distributed run rank 0 writes the checkpoints (RecBole's rule), every rank knows rank 0's file
+    name and waits for it before loading the best model; a resumed run restores the random number
+    generators on rank 0 only (the file holds rank 0's), and resumes on any number of ranks.
     """
 
     def __init__(self, config: Any, model: torch.nn.Module) -> None:
         super().__init__(config, model)
         name = unique_checkpoint_name(config["model"], get_local_time())
-        self.saved_model_file = os.path.join(self.checkpoint_dir, name)
+        self.saved_model_file = broadcast_object(os.path.join(self.checkpoint_dir, name))
         self._loader_rng: dict[str, torch.Generator] = {}
         self._resumed_loader_rng: dict | None = None
         self.last_valid_result: dict | None = None
@@ -176,7 +182,7 @@ class CheckpointMixin:
         model.load_other_parameter(checkpoint.get("other_parameter"))
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         state = checkpoint.get("rng_state")
-        if state is not None:
+        if state is not None and rank_and_world()[0] == 0:
             set_rng_state(state)
             self._resumed_loader_rng = state.get("generators") or None
         self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
@@ -184,6 +190,7 @@ class CheckpointMixin:
     @torch.no_grad()
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
         if eval_data and load_best_model:
+            barrier()  # rank 0 may still be writing it
             checkpoint_file = model_file or self.saved_model_file
             checkpoint = load_checkpoint(checkpoint_file, self.device)
             model = _unwrap(self.model)

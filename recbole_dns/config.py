@@ -11,7 +11,7 @@ import recbole
 from recbole.config import Config as RecBoleConfig
 
 from recbole_dns import models
-from recbole_dns.dns import SAMPLERS
+from recbole_dns.dns import REFRESH_DTYPES, SAMPLERS
 from recbole_dns.errors import ConfigError
 
 
@@ -40,6 +40,8 @@ DNS_KEYS: dict[str, tuple[Any, str]] = {
     "dns_tau": (lambda v: _is_number(v) and v > 0, "a number > 0"),
     "dns_sampler": (lambda v: v in SAMPLERS, " | ".join(SAMPLERS)),
     "dns_refresh_mb": (lambda v: _is_number(v) and v > 0, "a number > 0 (MiB)"),
+    "dns_refresh_dtype": (lambda v: v in REFRESH_DTYPES, " | ".join(REFRESH_DTYPES)),
+    "dist_timeout": (lambda v: _is_number(v) and v > 0, "a number > 0 (seconds)"),
 }
 
 

@@ -25,6 +25,7 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
+from recbole_dns.distributed import all_gather_rows, rank_and_world, shard_bounds, shared_seed
 from recbole_dns.errors import ConfigError
 from recbole_dns.sampling import exclusion_matrix
 
@@ -33,43 +34,52 @@ SAMPLERS = ("dissimilar", "similar", "random")
 #: Default bound on the extra memory one refresh may use, in MiB (the ``chunk x n_items`` scores).
 DEFAULT_REFRESH_MB = 256.0
 
-
-#: On the CPU a chunk's scores should stay in the last-level cache while top-k reads them: past it the
-#: refresh slows down by ~40% (measured on a 33 MiB L3). 16 MiB of float32 scores per chunk.
-CPU_CHUNK_BYTES = 16 * 2**20
+#: ``dns_refresh_dtype`` -> the precision the refresh scores in.
+REFRESH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def chunk_size_for(n_items: int, memory_mb: float, device: torch.device | str | None = None) -> int:
     """Users per chunk so that a chunk's score matrix and top-k work fit in ``memory_mb`` MiB.
 
-    A chunk holds ``chunk x n_items`` float32 scores plus, transiently, about as much again for
-    ``torch.topk``'s work buffers; we budget 8 bytes per score. On the CPU the chunk is also kept
-    cache-sized (:data:`CPU_CHUNK_BYTES`), which is faster.
+    A chunk holds ``chunk x n_items`` scores (float32; one buffer reused for every chunk) plus,
+    transiently, about as much again for ``torch.topk``'s work buffers; we budget 8 bytes per score.
+    The largest chunk is also the fastest, on the CPU as on a GPU (``device`` is kept for callers).
     """
     n_items = max(1, n_items)
-    chunk = int(memory_mb * 2**20) // (8 * n_items)
-    if device is None or torch.device(device).type == "cpu":
-        chunk = min(chunk, CPU_CHUNK_BYTES // (4 * n_items))
-    return max(1, chunk)
+    return max(1, int(memory_mb * 2**20) // (8 * n_items))
 
 
-def _csr_to_torch(exclude: sp.csr_matrix, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    exclude = sp.csr_matrix(exclude, dtype=np.float32)
-    exclude.sum_duplicates()
-    exclude.eliminate_zeros()
-    indptr = torch.as_tensor(exclude.indptr.astype(np.int64), device=device)
-    indices = torch.as_tensor(exclude.indices.astype(np.int64), device=device)
-    return indptr, indices
+@dataclass
+class ExclusionRows:
+    """An exclusion matrix as :func:`build_pool` reads it: CSR row pointers on the host and on the
+    device, column indices on the device (duplicates merged). :class:`DNSPool` keeps one per shard so
+    that a refresh does not convert the matrix again."""
+
+    shape: tuple[int, int]
+    host_indptr: np.ndarray
+    indptr: torch.Tensor
+    indices: torch.Tensor
+
+    @classmethod
+    def from_csr(cls, exclude: sp.spmatrix, device: torch.device | str = "cpu") -> "ExclusionRows":
+        exclude = sp.csr_matrix(exclude, dtype=np.float32)
+        exclude.sum_duplicates()
+        exclude.eliminate_zeros()
+        indptr = exclude.indptr.astype(np.int64)
+        indices = torch.as_tensor(exclude.indices.astype(np.int64), device=device)
+        return cls(tuple(exclude.shape), indptr, torch.as_tensor(indptr, device=device), indices)
 
 
 @torch.no_grad()
 def build_pool(
     user_emb: torch.Tensor,
     item_emb: torch.Tensor,
-    exclude: sp.csr_matrix,
+    exclude: sp.csr_matrix | ExclusionRows,
     k: int,
     sampler: str = "dissimilar",
     chunk_size: int | None = None,
+    dtype: torch.dtype = torch.float32,
+    generator: torch.Generator | None = None,
 ) -> torch.LongTensor:
     """Retrieve ``k`` candidate negatives per user (Eq. 4 of the paper).
 
@@ -77,12 +87,16 @@ def build_pool(
         user_emb: ``[n_users, d]`` user embedding table.
         item_emb: ``[n_items, d]`` item embedding table (same device).
         exclude: ``[n_users, n_items]`` sparse matrix; a non-zero entry means the item may not be
-            in the user's pool (training positives and RecBole's padding item 0).
+            in the user's pool (training positives and RecBole's padding item 0); or the same as
+            :class:`ExclusionRows`.
         k: pool size per user.
         sampler: ``"dissimilar"`` - the k allowed items with the LOWEST cosine similarity (DNS);
             ``"similar"`` - the k highest (hard negatives, ANCE-style);
             ``"random"`` - k distinct allowed items drawn uniformly (torch's RNG).
-        chunk_size: users scored at once; ``None`` picks it from a 256 MiB bound (cache-sized on the CPU).
+        chunk_size: users scored at once; ``None`` picks it from a 256 MiB bound (:func:`chunk_size_for`).
+        dtype: precision of the scores: ``torch.float32``, or ``torch.float16`` / ``torch.bfloat16``
+            (faster on a GPU; near-ties may then order differently, see the README).
+        generator: the ``random`` sampler's torch generator (default: torch's global RNG).
 
     Returns:
         ``LongTensor [n_users, k]`` of item ids on the embeddings' device. A user with fewer than
@@ -105,7 +119,8 @@ def build_pool(
         raise ValueError(f"exclude must have shape {(n_users, n_items)}; got {tuple(exclude.shape)}")
     k = int(k)
     device = user_emb.device
-    indptr, indices = _csr_to_torch(exclude, device)
+    index = exclude if isinstance(exclude, ExclusionRows) else ExclusionRows.from_csr(exclude, device)
+    host_indptr, indptr, indices = index.host_indptr, index.indptr.to(device), index.indices.to(device)
     allowed = n_items - (indptr[1:] - indptr[:-1])
     if bool((allowed == 0).any()):
         bad = torch.nonzero(allowed == 0).flatten()
@@ -125,22 +140,28 @@ def build_pool(
         chunk_size = chunk_size_for(n_items, DEFAULT_REFRESH_MB, device)
     chunk_size = max(1, int(chunk_size))
 
+    if dtype not in REFRESH_DTYPES.values():
+        raise ValueError(f"dtype must be one of {', '.join(map(str, REFRESH_DTYPES.values()))}; got {dtype!r}")
     if sampler != "random":
-        user_n = F.normalize(user_emb.float(), dim=1)
-        item_n_t = F.normalize(item_emb.float(), dim=1).t().contiguous()
+        user_n = F.normalize(user_emb.float(), dim=1).to(dtype)
+        item_n_t = F.normalize(item_emb.float(), dim=1).to(dtype).t()  # a view: BLAS reads it transposed
     largest = sampler == "similar"
     fill = -math.inf if largest else math.inf
     kk = min(k, n_items)
     cols = torch.arange(k, device=device)
     pool = torch.empty((n_users, k), dtype=torch.long, device=device)
+    # one score buffer for every chunk: a fresh chunk-sized allocation per chunk costs page faults
+    buffer = torch.empty((min(chunk_size, n_users), n_items), dtype=torch.float32 if sampler == "random" else dtype,
+                         device=device)
     for start in range(0, n_users, chunk_size):
         end = min(start + chunk_size, n_users)
+        scores = buffer[: end - start]
         if sampler == "random":
             # random keys + top-k = k distinct items uniformly at random among the allowed ones
-            scores = torch.rand((end - start, n_items), device=device)
+            torch.rand(scores.shape, generator=generator, out=scores)
         else:
-            scores = user_n[start:end] @ item_n_t
-        lo, hi = int(indptr[start]), int(indptr[end])
+            torch.mm(user_n[start:end], item_n_t, out=scores)
+        lo, hi = int(host_indptr[start]), int(host_indptr[end])  # no device sync per chunk
         if hi > lo:
             counts = indptr[start + 1 : end + 1] - indptr[start:end]
             rows = torch.repeat_interleave(torch.arange(end - start, device=device), counts)
@@ -149,7 +170,6 @@ def build_pool(
         # allowed items come first (excluded ones score +-inf); cycle through them when short
         wrap = torch.clamp(allowed[start:end], max=k).unsqueeze(1)
         pool[start:end] = top.gather(1, cols.unsqueeze(0) % wrap)
-        del scores, top
     return pool
 
 
@@ -209,6 +229,11 @@ class DNSPool:
     The pool is (re)built at the start of epoch 0 and of every epoch ``e`` with ``e % n == 0`` (the
     previous pool is dropped). :meth:`sample` gives every training instance one item drawn uniformly
     from its user's pool row.
+
+    In a distributed run (a ``torch.distributed`` process group of ``N`` ranks), every rank builds the
+    rows of its ``1/N`` of the users (:meth:`build_shard`) and the shards are all-gathered: every rank
+    holds the same pool, equal to a one-process build from the same tables for ``dissimilar`` and
+    ``similar``; ``random`` draws each shard from one seed shared by the ranks, offset by the rank.
     """
 
     def __init__(
@@ -218,10 +243,14 @@ class DNSPool:
         k: int,
         sampler: str = "dissimilar",
         memory_mb: float = DEFAULT_REFRESH_MB,
+        dtype: str = "float32",
     ) -> None:
         self.exclude = sp.csr_matrix(exclude)
         self.n, self.k, self.sampler = int(n), int(k), sampler
         self.memory_mb = float(memory_mb)
+        self.dtype = REFRESH_DTYPES[dtype]
+        self._rows: ExclusionRows | None = None  # the exclusion rows of this process's shard, on its device
+        self._rows_key: tuple | None = None
         self.pool: torch.Tensor | None = None
         self.built_at: int = -1
         self.refreshes: int = 0
@@ -240,7 +269,8 @@ class DNSPool:
                 f"'{config['dataset']}' ({n_items}); got {config['dns_k']}"
             )
         exclude = exclusion_matrix(dataset)
-        return cls(exclude, config["dns_n"], config["dns_k"], config["dns_sampler"], config["dns_refresh_mb"])
+        return cls(exclude, config["dns_n"], config["dns_k"], config["dns_sampler"], config["dns_refresh_mb"],
+                   config["dns_refresh_dtype"])
 
     @property
     def n_users(self) -> int:
@@ -251,11 +281,40 @@ class DNSPool:
         return self.pool is None or (epoch % self.n == 0 and self.built_at != epoch)
 
     @torch.no_grad()
-    def refresh(self, user_emb: torch.Tensor, item_emb: torch.Tensor, epoch: int) -> None:
-        """Rebuild the pool from the given tables (:func:`build_pool`, chunked to ``memory_mb``)."""
-        self.pool = None  # drop the old pool before building the new one
+    def build_shard(
+        self,
+        user_emb: torch.Tensor,
+        item_emb: torch.Tensor,
+        rank: int = 0,
+        world_size: int = 1,
+        generator: torch.Generator | None = None,
+    ) -> torch.LongTensor:
+        """The pool rows of the users ``rank`` owns among ``world_size`` ranks
+        (:func:`~recbole_dns.distributed.shard_bounds`): :func:`build_pool` on those users' embeddings
+        and exclusion rows, chunked to ``memory_mb``."""
+        start, end = shard_bounds(self.n_users, world_size, rank)
         chunk = chunk_size_for(item_emb.shape[0], self.memory_mb, item_emb.device)
-        self.pool = build_pool(user_emb.detach(), item_emb.detach(), self.exclude, self.k, self.sampler, chunk)
+        key = (str(item_emb.device), start, end)
+        if self._rows_key != key:  # converted once per shard and device, not at every refresh
+            self._rows, self._rows_key = None, None
+            self._rows, self._rows_key = ExclusionRows.from_csr(self.exclude[start:end], item_emb.device), key
+        return build_pool(
+            user_emb.detach()[start:end], item_emb.detach(), self._rows, self.k, self.sampler, chunk, self.dtype,
+            generator,
+        )
+
+    @torch.no_grad()
+    def refresh(self, user_emb: torch.Tensor, item_emb: torch.Tensor, epoch: int) -> None:
+        """Rebuild the pool from the given tables; in a distributed run every rank builds its shard and
+        the shards are all-gathered (every rank must call it, with the same tables)."""
+        self.pool = None  # drop the old pool before building the new one
+        rank, world = rank_and_world()
+        generator = None
+        if self.sampler == "random" and world > 1:
+            generator = torch.Generator(item_emb.device)
+            generator.manual_seed(shared_seed(item_emb.device) + rank)
+        shard = self.build_shard(user_emb, item_emb, rank, world, generator)
+        self.pool = all_gather_rows(shard, self.n_users)
         self.built_at = epoch
         self.refreshes += 1
 

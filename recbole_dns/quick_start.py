@@ -172,14 +172,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--dataset", "-d", type=str, default=None, help=f"dataset name (default {DEFAULT_DATASET})")
     parser.add_argument("--config_files", type=str, default=None, help="config files, separated by spaces")
     parser.add_argument("--resume", type=str, default=None, help="checkpoint (.pth) to resume training from")
+    # distributed training (torch DDP), as RecBole's run_recbole.py: see recbole_dns.distributed
+    parser.add_argument("--nproc", type=int, default=1, help="processes (ranks) on this machine")
+    parser.add_argument("--world_size", type=int, default=-1, help="ranks on all machines (default: nproc)")
+    parser.add_argument("--ip", type=str, default="localhost", help="address of the machine of rank 0")
+    parser.add_argument("--port", type=str, default="5678", help="port of rank 0")
+    parser.add_argument("--group_offset", type=int, default=0, help="global rank of this machine's first process")
     args, _ = parser.parse_known_args(argv)
     files = args.config_files.strip().split() if args.config_files else None
+    from recbole_dns.distributed import DistributedError, run
+
     try:
         model = args.model or _from_config_files(files or [], "model") or DEFAULT_MODEL
         dataset = args.dataset or _from_config_files(files or [], "dataset") or DEFAULT_DATASET
-        result = run_recbole_dns(model=model, dataset=dataset, config_file_list=files, resume_file=args.resume)
+        result = run(model=model, dataset=dataset, config_file_list=files, resume_file=args.resume,
+                     nproc=args.nproc, world_size=args.world_size, ip=args.ip, port=args.port,
+                     group_offset=args.group_offset)
     except (ConfigError, FileNotFoundError) as err:
         parser.exit(2, f"{parser.prog}: error: {err}\n")
+    except DistributedError as err:
+        parser.exit(1, f"{parser.prog}: error: {err}\n")
+    if result is None:  # not global rank 0's machine
+        return {}
     test = result["test_result"] or {}
     print("test " + "  ".join(f"{k}: {test[k]:.4f}" for k in ("ndcg@10", "recall@10", "map@10") if k in test))
     return result

@@ -1,0 +1,186 @@
+"""Distributed training (2 gloo processes) against one process, on ml-100k, side by side in one run.
+
+    python benchmarks/bench_ddp.py                       # BPR_DNS and LightGCN_DNS, 3 seeds, 20 epochs
+    python benchmarks/bench_ddp.py --models BPR_DNS --seeds 2020 2021 2022 2023 2024 --epochs 40
+
+For every model and seed, the same configuration is trained by one process (all cores) and by
+``--nproc`` ranks (RecBole's DDP: each rank takes ``train_batch_size / nproc`` of every batch, so the
+global batch is the same; gradients are averaged across the ranks). Printed:
+
+* the pool: after training, one sharded refresh across the ranks; whether every rank holds the same
+  pool, and whether it equals a one-process ``build_pool`` from the same tables;
+* test metrics of the last epoch (no early stopping): mean and standard deviation over the seeds for
+  each mode, the difference and its standard error ``sqrt(sd1^2/n + sd2^2/n)``; a difference within two
+  standard errors is "within noise" (seed-to-seed variation);
+* time per epoch and per refresh, median over epochs (the ranks share this machine's cores: each
+  gets ``cores / nproc`` torch threads; the one process ``--threads``, default all cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from recbole_dns.dns import build_pool  # noqa: E402
+from recbole_dns.distributed import rank_and_world, report_errors, spawn  # noqa: E402
+from recbole_dns.quick_start import prepare  # noqa: E402
+
+METRICS = ("ndcg@10", "recall@10", "map@10")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+class _EpochTimer:
+    """Wraps a trainer's ``_train_epoch`` to time it (the pool refresh at refresh epochs included)."""
+
+    def __init__(self, trainer):
+        self.seconds: list[float] = []
+        original = trainer._train_epoch
+
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            out = original(*args, **kwargs)
+            self.seconds.append(time.perf_counter() - start)
+            return out
+
+        trainer._train_epoch = timed
+
+
+def train_all(args, extra: dict) -> list[dict]:
+    """Every (model, seed): train, test, time a refresh and check the pool. Runs on every rank."""
+    rank, world = rank_and_world()
+    out = []
+    for model in args.models:
+        for seed in args.seeds:
+            cfg = {"show_progress": False, "state": "WARNING", "seed": seed, "epochs": args.epochs, "eval_step": 0,
+                   "train_batch_size": args.batch_size, "learning_rate": args.lr, "dns_n": args.n,
+                   "use_gpu": False, "checkpoint_dir": args.checkpoint_dir, **extra}
+            if args.data_path:
+                cfg["data_path"] = args.data_path
+            config, trainer, train, valid, test = prepare(model, args.dataset, None, cfg, False)
+            timer = _EpochTimer(trainer)
+            trainer.fit(train, valid, saved=True)
+            result = trainer.evaluate(test, load_best_model=True)
+            m = trainer.model
+            with torch.no_grad():
+                users, items = (t.detach() for t in m.dns_tables())
+            refresh_s = []
+            for _ in range(args.refresh_reps):
+                if world > 1:
+                    dist.barrier()
+                start = time.perf_counter()
+                m.dns_pool.refresh(users, items, 0)
+                refresh_s.append(time.perf_counter() - start)
+            pool = m.dns_pool.pool
+            same_on_ranks = True
+            if world > 1:
+                parts = [torch.empty_like(pool) for _ in range(world)]
+                dist.all_gather(parts, pool)
+                same_on_ranks = all(torch.equal(p, parts[0]) for p in parts)
+            single = build_pool(users, items, m.dns_pool.exclude, m.dns_pool.k, m.dns_pool.sampler)
+            out.append({
+                "model": model, "seed": seed, "test": {k: float(result[k]) for k in METRICS},
+                "epoch_s": statistics.median(timer.seconds[1:] or timer.seconds), "refresh_s": statistics.median(refresh_s),
+                "same_on_ranks": same_on_ranks, "equals_one_process": bool(torch.equal(pool, single)),
+                "users": int(users.shape[0]), "items": int(items.shape[0]),
+            })
+            trainer.tensorboard.close()
+    return out
+
+
+def _rank(rank, nproc, args, port, queue):
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // nproc))
+    with report_errors(rank, queue):
+        extra = {"world_size": nproc, "nproc": nproc, "ip": "localhost", "port": port, "offset": 0, "local_rank": rank}
+        res = train_all(args, extra)
+    if rank == 0:
+        queue.put(("result", rank, res))
+
+
+def _summary(single: list[dict], ddp: list[dict], args) -> list[str]:
+    lines = []
+    for model in args.models:
+        s = [r for r in single if r["model"] == model]
+        d = [r for r in ddp if r["model"] == model]
+        pool_ok = all(r["same_on_ranks"] for r in d)
+        equal = all(r["equals_one_process"] for r in d)
+        lines.append(f"{model} on {args.dataset} ({d[0]['users']} users x {d[0]['items']} items), {len(args.seeds)} seeds, "
+                     f"{args.epochs} epochs, global batch {args.batch_size}, lr {args.lr}:")
+        lines.append(f"  pool after a sharded refresh: same on all {args.nproc} ranks: {pool_ok}; "
+                     f"equal to one process's build_pool from the same tables: {equal}")
+        for metric in METRICS:
+            a = np.array([r["test"][metric] for r in s])
+            b = np.array([r["test"][metric] for r in d])
+            sd_a, sd_b = (a.std(ddof=1), b.std(ddof=1)) if len(a) > 1 else (0.0, 0.0)
+            se = float(np.sqrt(sd_a**2 / len(a) + sd_b**2 / len(b)))
+            diff = float(b.mean() - a.mean())
+            verdict = "within noise" if abs(diff) <= 2 * se else "OUTSIDE noise"
+            lines.append(f"  test {metric:<9}: 1 process {a.mean():.4f} +- {sd_a:.4f} | {args.nproc} ranks {b.mean():.4f} "
+                         f"+- {sd_b:.4f} | difference {diff:+.4f} (2 s.e. {2 * se:.4f}): {verdict}")
+        lines.append(
+            f"  seconds per epoch {statistics.median(r['epoch_s'] for r in s):.3f} (1 process, {torch.get_num_threads()} threads) vs "
+            f"{statistics.median(r['epoch_s'] for r in d):.3f} ({args.nproc} ranks); refresh "
+            f"{statistics.median(r['refresh_s'] for r in s) * 1e3:.1f} ms vs {statistics.median(r['refresh_s'] for r in d) * 1e3:.1f} ms"
+        )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["BPR_DNS", "LightGCN_DNS"])
+    parser.add_argument("--dataset", default="ml-100k")
+    parser.add_argument("--data_path", default=None)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[2020, 2021, 2022])
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--n", type=int, default=5, help="dns_n")
+    parser.add_argument("--batch_size", type=int, default=2048, help="global train_batch_size")
+    parser.add_argument("--lr", type=float, default=0.005)
+    parser.add_argument("--nproc", type=int, default=2)
+    parser.add_argument("--refresh-reps", dest="refresh_reps", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads of the one process (default: all cores; the ranks get cores / nproc each)")
+    parser.add_argument("--json", default=None, help="also write the results to this file")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.json = os.path.abspath(args.json) if args.json else None
+    args.data_path = os.path.abspath(args.data_path) if args.data_path else None
+    cwd = os.getcwd()
+    with tempfile.TemporaryDirectory() as tmp:
+        args.checkpoint_dir = tmp
+        os.chdir(tmp)  # RecBole's log/ and log_tensorboard/
+        start = time.perf_counter()
+        single = train_all(args, {})
+        single_s = time.perf_counter() - start
+        start = time.perf_counter()
+        ddp = spawn(_rank, args.nproc, (args, _free_port()))[0]
+        ddp_s = time.perf_counter() - start
+        os.chdir(cwd)
+    lines = _summary(single, ddp, args)
+    lines.append(f"wall time: 1 process {single_s:.0f} s, {args.nproc} ranks {ddp_s:.0f} s (process start-up included); "
+                 f"torch {torch.__version__}, {len(os.sched_getaffinity(0))} cores")
+    print("\n".join(lines))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"single": single, "ddp": ddp}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

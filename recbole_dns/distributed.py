@@ -1,0 +1,217 @@
+"""One training across processes, GPUs and machines (torch DDP), as RecBole 1.2.1's ``run_recbole.py --nproc``.
+
+:func:`run` spawns ``nproc`` processes with ``torch.multiprocessing.spawn``, each of which runs
+:func:`~recbole_dns.quick_start.run_recbole_dns` as one rank: RecBole's ``Config`` joins the process
+group (gloo on the CPU, NCCL on GPUs, a timeout: :func:`recbole_dns.compat.init_process_group`),
+RecBole's data loaders give each rank its share of every batch and of the evaluation users, and
+RecBole's ``Trainer`` all-reduces the gradients through ``DistributedDataParallel``. A DNS model builds
+its pool once per refresh across the ranks (:meth:`recbole_dns.dns.DNSPool.refresh` with the helpers
+below). Rank 0 writes the checkpoints; the result comes back from rank 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any, Iterator
+
+import torch
+import torch.distributed as dist
+from torch.multiprocessing.spawn import ProcessException
+
+from recbole_dns.compat import distributed_on_cuda
+from recbole_dns.errors import ConfigError
+
+
+class DistributedError(RuntimeError):
+    """A rank of a distributed run failed, died or timed out; the message names the rank and the cause."""
+
+
+def rank_and_world() -> tuple[int, int]:
+    """``(rank, world_size)`` of the current process group, ``(0, 1)`` without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def shard_bounds(n: int, world_size: int, rank: int) -> tuple[int, int]:
+    """Rows ``[start, end)`` of ``n`` that ``rank`` of ``world_size`` owns: contiguous, sizes differ by <= 1."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, {world_size}); got {rank}")
+    base, extra = divmod(n, world_size)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (rank < extra)
+
+
+def all_gather_rows(shard: torch.Tensor, n: int) -> torch.Tensor:
+    """Concatenate every rank's :func:`shard_bounds` shard of an ``n``-row tensor, on every rank."""
+    rank, world = rank_and_world()
+    if world == 1:
+        return shard
+    bounds = [shard_bounds(n, world, r) for r in range(world)]
+    start, end = bounds[rank]
+    if shard.shape[0] != end - start:
+        raise ValueError(f"rank {rank} holds {shard.shape[0]} rows, expected {end - start} of {n}")
+    rows = max(e - s for s, e in bounds)
+    padded = shard.new_zeros((rows, *shard.shape[1:]))  # all_gather wants equal shapes
+    padded[: shard.shape[0]] = shard
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    return torch.cat([part[: e - s] for part, (s, e) in zip(parts, bounds)])
+
+
+def shared_seed(device: torch.device | str = "cpu") -> int:
+    """A seed drawn from rank 0's torch RNG and broadcast: the same on every rank (rank 0's draw alone
+    without a process group)."""
+    seed = torch.randint(0, 2**62, (1,), dtype=torch.long)
+    _, world = rank_and_world()
+    if world > 1:
+        seed = seed.to(device)
+        dist.broadcast(seed, src=0)
+    return int(seed.item())
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op without a process group)."""
+    if rank_and_world()[1] > 1:
+        dist.barrier()
+
+
+def broadcast_object(obj: Any) -> Any:
+    """Rank 0's ``obj`` on every rank (``obj`` itself without a process group)."""
+    if rank_and_world()[1] == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _threads_per_rank(nproc: int) -> int:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // nproc)
+
+
+@contextlib.contextmanager
+def report_errors(rank: int, queue) -> Iterator[None]:
+    """Wrap a rank's body: an exception is put on ``queue`` (see :func:`spawn`) and re-raised; the
+    process group is destroyed on the way out."""
+    try:
+        yield
+    except BaseException as err:
+        queue.put(("error", rank, type(err).__name__, str(err), isinstance(err, ConfigError)))
+        raise
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _worker(rank: int, nproc: int, kwargs: dict, queue) -> None:
+    """One rank: :func:`~recbole_dns.quick_start.run_recbole_dns` with ``local_rank = rank``."""
+    from recbole_dns.quick_start import run_recbole_dns
+
+    torch.set_num_threads(_threads_per_rank(nproc))  # nproc ranks share this machine's cores
+    kwargs = dict(kwargs, config_dict={**kwargs["config_dict"], "local_rank": rank})
+    with report_errors(rank, queue):
+        result = run_recbole_dns(**kwargs)
+    if rank == 0:
+        queue.put(("result", rank, result))
+
+
+def run(
+    model: str | None = None,
+    dataset: str | None = None,
+    config_file_list: list[str] | None = None,
+    config_dict: dict | None = None,
+    saved: bool = True,
+    nproc: int = 1,
+    world_size: int = -1,
+    ip: str = "localhost",
+    port: str | int = "5678",
+    group_offset: int = 0,
+    read_cmd_line: bool = True,
+    resume_file: str | None = None,
+) -> dict | None:
+    """RecBole's ``recbole.quick_start.run`` for this package: ``nproc`` ranks on this machine.
+
+    ``world_size`` is the number of ranks on all machines (default ``nproc``), ``group_offset`` the
+    global rank of this machine's first one, ``ip:port`` rank 0's address. Without ``nproc > 1`` or
+    ``world_size > 0`` it is :func:`~recbole_dns.quick_start.run_recbole_dns` in this process.
+
+    Returns:
+        ``run_recbole_dns``'s result from global rank 0 (``None`` on the other machines).
+
+    Raises:
+        ConfigError: bad flags or config (before any process starts, or from a rank).
+        DistributedError: a rank failed, was killed or timed out (``dist_timeout`` seconds).
+    """
+    from recbole_dns.config import Config
+    from recbole_dns.quick_start import run_recbole_dns
+
+    kwargs = dict(model=model, dataset=dataset, config_file_list=config_file_list, saved=saved,
+                  read_cmd_line=read_cmd_line, resume_file=resume_file)
+    if nproc == 1 and world_size <= 0:
+        return run_recbole_dns(config_dict=config_dict, **kwargs)
+    world_size = nproc if world_size == -1 else world_size
+    if nproc < 1:
+        raise ConfigError(f"--nproc must be an integer >= 1; got {nproc}")
+    if group_offset < 0 or group_offset + nproc > world_size:
+        raise ConfigError(
+            f"--group_offset ({group_offset}) + --nproc ({nproc}) must be at most --world_size ({world_size}): "
+            "ranks group_offset .. group_offset+nproc-1 run on this machine"
+        )
+    config_dict = {**(config_dict or {}), "world_size": world_size, "ip": ip, "port": port, "nproc": nproc,
+                   "offset": group_offset}
+    # bad keys, models, files or too few GPUs stop here with one line, before any process starts
+    config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict,
+                    read_cmd_line=read_cmd_line)
+    distributed_on_cuda(config.final_config_dict)
+    results = spawn(_worker, nproc, (dict(kwargs, config_dict=config_dict),), group_offset)
+    return results.get(0)
+
+
+def spawn(fn, nproc: int, args: tuple = (), group_offset: int = 0) -> dict[int, Any]:
+    """Run ``fn(rank, nproc, *args, queue)`` in ``nproc`` processes (``torch.multiprocessing.spawn``).
+
+    ``fn`` reports with ``queue.put(("result", rank, value))`` (values are pickled: plain types or numpy
+    arrays, not tensors, which torch would send as handles to the rank's shared memory), and
+    ``queue.put(("error", rank, type name, message, is_config_error))`` before it re-raises an exception.
+    The queue is read while the ranks run (a large result would otherwise block its rank).
+
+    Returns:
+        ``{local rank: value}`` of the results reported.
+
+    Raises:
+        ConfigError: a rank reported a :class:`ConfigError`.
+        DistributedError: a rank failed or died; the message names the global rank and the cause.
+    """
+    queue = torch.multiprocessing.get_context("spawn").SimpleQueue()
+    context = torch.multiprocessing.start_processes(fn, args=(nproc, *args, queue), nprocs=nproc, join=False,
+                                                    start_method="spawn")
+    items: list = []
+    try:
+        while not context.join(timeout=0.2):
+            _drain(queue, items)
+    except ProcessException as err:
+        raise _failure(err, group_offset, _drain(queue, items)) from None
+    return {item[1]: item[2] for item in _drain(queue, items) if item[0] == "result"}
+
+
+def _drain(queue, items: list) -> list:
+    while not queue.empty():
+        items.append(queue.get())
+    return items
+
+
+def _failure(err: Exception, offset: int, items: list) -> Exception:
+    """The one-line error for a failed spawn: the first rank that reported an error, else the dead one."""
+    reports = [item for item in items if item[0] == "error"]
+    if reports:
+        _, rank, name, message, config_error = reports[0]
+        if config_error:
+            return ConfigError(message)
+        lines = [line for line in message.strip().splitlines() if line.strip()]
+        return DistributedError(f"rank {rank + offset} failed: {name}: {lines[-1] if lines else ''}".rstrip(": "))
+    rank = getattr(err, "error_index", None)
+    who = f"rank {rank + offset}" if rank is not None else "a rank"
+    last = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+    return DistributedError(f"{who} died: {last}")

@@ -1,0 +1,241 @@
+"""Distributed training (torch DDP over gloo): the sharded pool refresh, 2-process runs on ml-100k, failures.
+
+The process tests spawn 2 CPU processes each (about 60 s in all on 2 cores).
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+import torch.distributed as dist
+
+from recbole_dns import DNSPool, build_pool
+from recbole_dns.distributed import DistributedError, report_errors, shard_bounds, spawn
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def _random_tables(n_users=53, n_items=40, d=8, seed=0):
+    rng = np.random.default_rng(seed)
+    user = torch.from_numpy(rng.normal(size=(n_users, d)).astype(np.float32))
+    item = torch.from_numpy(rng.normal(size=(n_items, d)).astype(np.float32))
+    mask = rng.random((n_users, n_items)) < 0.3
+    mask[:, 0] = True  # RecBole's padding item
+    mask[3, : n_items - 5] = True  # a user with fewer allowed items than k: the wrap-around path
+    return user, item, sp.csr_matrix(mask.astype(np.float32))
+
+
+# ---- sharding, without processes -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n,world", [(10, 3), (3, 5), (53, 2), (0, 2), (7, 7)])
+def test_shard_bounds_partition_the_rows_in_order(n, world):
+    bounds = [shard_bounds(n, world, r) for r in range(world)]
+    assert [i for s, e in bounds for i in range(s, e)] == list(range(n))
+    sizes = [e - s for s, e in bounds]
+    assert max(sizes) - min(sizes) <= 1
+
+
+@pytest.mark.filterwarnings("ignore:build_pool")
+@pytest.mark.parametrize("sampler", ["dissimilar", "similar"])
+@pytest.mark.parametrize("world", [2, 3, 60])
+def test_shards_concatenate_to_the_unsharded_pool(sampler, world):
+    user, item, exclude = _random_tables()
+    pool = DNSPool(exclude, n=1, k=12, sampler=sampler, memory_mb=8 * 40 * 5 / 2**20)  # 5 users per chunk
+    whole = build_pool(user, item, exclude, 12, sampler, chunk_size=10**6)
+    shards = [pool.build_shard(user, item, rank, world) for rank in range(world)]
+    assert [len(s) for s in shards] == [e - s for s, e in (shard_bounds(53, world, r) for r in range(world))]
+    assert torch.equal(torch.cat(shards), whole)
+    pool.refresh(user, item, 0)  # no process group: one shard of everything
+    assert torch.equal(pool.pool, whole)
+
+
+@pytest.mark.filterwarnings("ignore:build_pool")
+def test_random_shards_are_valid_and_follow_their_generator():
+    user, item, exclude = _random_tables()
+    pool = DNSPool(exclude, n=1, k=12, sampler="random")
+
+    def shards(seed):
+        out = []
+        for rank in range(3):
+            g = torch.Generator().manual_seed(seed + rank)
+            out.append(pool.build_shard(user, item, rank, 3, g))
+        return torch.cat(out)
+
+    a, b, c = shards(5), shards(5), shards(6)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    dense = exclude.toarray()
+    for u, row in enumerate(a.tolist()):
+        allowed = int((dense[u] == 0).sum())
+        assert all(dense[u, i] == 0 for i in row)
+        assert len(set(row)) == min(12, allowed)
+
+
+# ---- 2 processes (gloo) on ml-100k -------------------------------------------------------------------
+
+
+def _ddp_config(rank: int, nproc: int, port: int) -> dict:
+    return {"show_progress": False, "state": "WARNING", "train_batch_size": 4096, "eval_batch_size": 409600,
+            "use_gpu": False, "world_size": nproc, "nproc": nproc, "ip": "localhost", "port": port, "offset": 0,
+            "local_rank": rank}
+
+
+def _gather(t: torch.Tensor) -> list[np.ndarray]:
+    parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, t.contiguous())
+    return [p.numpy() for p in parts]
+
+
+def _train_two_models(rank, nproc, port, queue):
+    """Each rank: train BPR_DNS and LightGCN_DNS for 2 epochs (pool rebuilt every epoch), then report
+    every rank's pool and parameters, the tables, a fresh sharded refresh and rank 0's checkpoint."""
+    from recbole_dns.quick_start import prepare
+
+    torch.set_num_threads(1)
+    out = {}
+    with report_errors(rank, queue):
+        for model in ("BPR_DNS", "LightGCN_DNS"):
+            cfg = {**_ddp_config(rank, nproc, port), "epochs": 2, "dns_n": 1, "dns_k": 50, "eval_step": 0}
+            config, trainer, train, valid, test = prepare(model, "ml-100k", None, cfg, False)
+            assert config["device"].type == "cpu" and dist.get_backend() == "gloo"
+            trainer.fit(train, valid, saved=True)
+            test_result = trainer.evaluate(test, load_best_model=True)
+            m = trainer.model
+            trained_pool = m.dns_pool.pool.clone()  # built at the start of epoch 1, across the ranks
+            with torch.no_grad():
+                users, items = m.dns_tables()
+            m.dns_pool.refresh(users, items, 2)
+            params = torch.cat([p.detach().flatten() for p in m.parameters()])
+            out[model] = {
+                "trained_pools": _gather(trained_pool),
+                "refreshed_pools": _gather(m.dns_pool.pool),
+                "params": _gather(params),
+                "users": users.detach().numpy(), "items": items.detach().numpy(), "exclude": m.dns_pool.exclude,
+                "checkpoint": os.path.abspath(trainer.saved_model_file),
+                "test_result": dict(test_result),
+            }
+    if rank == 0:
+        queue.put(("result", rank, out))
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory):
+    cwd = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("ddp"))
+    try:
+        yield spawn(_train_two_models, 2, (_free_port(),))[0]
+    finally:
+        os.chdir(cwd)
+
+
+@pytest.mark.parametrize("model", ["BPR_DNS", "LightGCN_DNS"])
+def test_two_processes_agree_on_pool_and_weights(two_process_run, model):
+    run = two_process_run[model]
+    a, b = run["params"]
+    assert np.array_equal(a, b), "gradients were not all-reduced: the ranks' weights differ"
+    for pools in (run["trained_pools"], run["refreshed_pools"]):
+        assert np.array_equal(pools[0], pools[1])
+    # the sharded refresh equals a one-process build from the same tables
+    single = build_pool(torch.from_numpy(run["users"]), torch.from_numpy(run["items"]), run["exclude"], 50)
+    assert np.array_equal(run["refreshed_pools"][0], single.numpy())
+    assert set(run["test_result"]) >= {"ndcg@10", "recall@10"} and run["test_result"]["ndcg@10"] > 0
+
+
+def test_checkpoint_of_two_processes_resumes_in_one(two_process_run, prepare):
+    model = "LightGCN_DNS"
+    run = two_process_run[model]
+    ckpt = torch.load(run["checkpoint"], weights_only=True)
+    assert ckpt["epoch"] == 1 and ckpt["config"]["world_size"] == 2
+    _, trainer, train, valid, _ = prepare(model, epochs=3, dns_n=1, dns_k=50, eval_step=0)
+    trainer.resume_checkpoint(run["checkpoint"])
+    assert trainer.start_epoch == 2
+    assert np.array_equal(torch.cat([p.detach().flatten() for p in trainer.model.parameters()]).cpu().numpy(),
+                          run["params"][0])
+    assert np.array_equal(trainer.model.dns_pool.pool.cpu().numpy(), run["trained_pools"][0])
+    trainer.fit(train, valid, saved=False)
+    trainer.tensorboard.close()
+    assert trainer.model.dns_pool.built_at == 2  # trained on, one process, with its own refresh
+
+
+def test_command_line_two_processes(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "run_recbole_dns.py"), "--nproc=2", f"--port={_free_port()}", "--epochs=1",
+         "--show_progress=False", "--dns_k=50", "--use_gpu=False"],
+        capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "test ndcg@10:" in out.stdout
+    assert len(list((tmp_path / "saved").glob("BPR_DNS-*.pth"))) == 1  # rank 0 writes it
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--nproc=0"], "--nproc must be an integer >= 1; got 0"),
+        (["--nproc=2", "--world_size=1"], "--group_offset (0) + --nproc (2) must be at most --world_size (1)"),
+        (["--nproc=2", "--dns_k=0"], "config key 'dns_k' must be an integer >= 1; got 0"),
+    ],
+)
+def test_command_line_bad_distributed_flags_are_one_line(monkeypatch, capsys, flags, message):
+    from recbole_dns.quick_start import main
+
+    monkeypatch.setattr("sys.argv", ["run_recbole_dns.py", *flags])  # RecBole reads --key=value from sys.argv
+    with pytest.raises(SystemExit) as exit_info:
+        main(flags)  # stops before any process starts
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+# ---- a rank that fails, dies or hangs ---------------------------------------------------------------
+
+
+def _join(rank, nproc, port, timeout):
+    from recbole_dns.compat import init_process_group
+
+    init_process_group({"gpu_id": "", "use_gpu": False, "local_rank": rank, "nproc": nproc, "world_size": nproc,
+                        "ip": "localhost", "port": port, "offset": 0, "dist_timeout": timeout})
+
+
+def _rank_1_fails(rank, nproc, port, queue):
+    with report_errors(rank, queue):
+        _join(rank, nproc, port, 60)
+        if rank == 1:
+            raise ValueError("boom on purpose")
+        dist.barrier()  # rank 0 waits for a rank that will never come
+
+
+def _rank_1_hangs(rank, nproc, port, queue):
+    with report_errors(rank, queue):
+        _join(rank, nproc, port, 3)
+        if rank == 1:
+            time.sleep(120)
+        dist.all_reduce(torch.ones(1))
+
+
+def test_a_failing_rank_ends_the_run_with_its_error():
+    start = time.monotonic()
+    with pytest.raises(DistributedError, match=r"^rank 1 failed: ValueError: boom on purpose$"):
+        spawn(_rank_1_fails, 2, (_free_port(),))
+    assert time.monotonic() - start < 60
+
+
+def test_a_hanging_rank_times_out_instead_of_hanging():
+    start = time.monotonic()
+    with pytest.raises(DistributedError, match=r"^rank 0 failed: .*(timed out|Timed out|timeout)"):
+        spawn(_rank_1_hangs, 2, (_free_port(),))
+    assert time.monotonic() - start < 60
