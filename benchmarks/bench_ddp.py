@@ -13,7 +13,9 @@ global batch is the same; gradients are averaged across the ranks). Printed:
   each mode, the difference and its standard error ``sqrt(sd1^2/n + sd2^2/n)``; a difference within two
   standard errors is "within noise" (seed-to-seed variation);
 * time per epoch and per refresh, median over epochs (the ranks share this machine's cores: each
-  gets ``cores / nproc`` torch threads; the one process ``--threads``, default all cores).
+  gets ``cores / nproc`` torch threads; the one process ``--threads``, default all cores);
+* refresh scaling (``--scale``): a refresh of synthetic tables by one process with one thread against
+  ``nproc`` ranks with one thread each (the shards built in parallel, then all-gathered).
 """
 
 from __future__ import annotations
@@ -115,6 +117,51 @@ def _rank(rank, nproc, args, port, queue):
         queue.put(("result", rank, res))
 
 
+def _refresh_rank(rank, nproc, args, port, queue):
+    """Rank of the refresh-scaling measurement: the same synthetic tables, a timed sharded refresh."""
+    torch.set_num_threads(1)
+    with report_errors(rank, queue):
+        dist.init_process_group("gloo", rank=rank, world_size=nproc, init_method=f"tcp://localhost:{port}")
+        seconds, pool = _timed_refresh(args)
+        parts = [torch.empty_like(pool) for _ in range(nproc)]
+        dist.all_gather(parts, pool)
+    if rank == 0:
+        queue.put(("result", rank, {"seconds": seconds, "same_on_ranks": all(torch.equal(p, parts[0]) for p in parts),
+                                    "pool": pool.numpy()}))
+
+
+def _timed_refresh(args) -> tuple[float, torch.Tensor]:
+    from bench_refresh import synthetic
+
+    from recbole_dns.dns import DNSPool
+
+    n_users, n_items = (int(float(x)) for x in args.scale.lower().split("x"))
+    users, items, exclude = synthetic(n_users, n_items, 64, 50, torch.device("cpu"))
+    pool = DNSPool(exclude, n=1, k=100)
+    pool.build_shard(users[:10], items, 0, n_users // 10)  # warm-up
+    seconds = []
+    for _ in range(args.scale_reps):
+        if rank_and_world()[1] > 1:
+            dist.barrier()
+        start = time.perf_counter()
+        pool.refresh(users, items, 0)
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds), pool.pool
+
+
+def refresh_scaling(args) -> list[str]:
+    """One process with 1 thread against ``nproc`` ranks with 1 thread each, same synthetic tables."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    one_s, one_pool = _timed_refresh(args)
+    torch.set_num_threads(threads)
+    res = spawn(_refresh_rank, args.nproc, (args, _free_port()))[0]
+    same = bool(np.array_equal(res["pool"], one_pool.numpy()))
+    return [f"pool refresh, synthetic {args.scale} (d=64, k=100, 50 excluded items per user), 1 thread per process: "
+            f"1 process {one_s:.2f} s, {args.nproc} ranks {res['seconds']:.2f} s (ratio {res['seconds'] / one_s:.2f}); "
+            f"same pool on all ranks: {res['same_on_ranks']}; equal to the 1-process pool: {same}"]
+
+
 def _summary(single: list[dict], ddp: list[dict], args) -> list[str]:
     lines = []
     for model in args.models:
@@ -157,12 +204,19 @@ def main() -> None:
     parser.add_argument("--refresh-reps", dest="refresh_reps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads of the one process (default: all cores; the ranks get cores / nproc each)")
+    parser.add_argument("--scale", default="10000x100000",
+                        help="USERSxITEMS of the refresh-scaling measurement (synthetic tables; 'none' skips it)")
+    parser.add_argument("--scale-reps", dest="scale_reps", type=int, default=2)
+    parser.add_argument("--scale-only", dest="scale_only", action="store_true", help="only the refresh scaling")
     parser.add_argument("--json", default=None, help="also write the results to this file")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     args.json = os.path.abspath(args.json) if args.json else None
     args.data_path = os.path.abspath(args.data_path) if args.data_path else None
+    if args.scale_only:
+        print("\n".join(refresh_scaling(args)))
+        return
     cwd = os.getcwd()
     with tempfile.TemporaryDirectory() as tmp:
         args.checkpoint_dir = tmp
@@ -175,6 +229,8 @@ def main() -> None:
         ddp_s = time.perf_counter() - start
         os.chdir(cwd)
     lines = _summary(single, ddp, args)
+    if args.scale.lower() != "none":
+        lines += refresh_scaling(args)
     lines.append(f"wall time: 1 process {single_s:.0f} s, {args.nproc} ranks {ddp_s:.0f} s (process start-up included); "
                  f"torch {torch.__version__}, {len(os.sched_getaffinity(0))} cores")
     print("\n".join(lines))

@@ -12,7 +12,8 @@ padding item 0), then measures
 (1) the peak extra memory of one refresh (``DNSPool.refresh`` on one process, what a refresh epoch runs),
     next to ``dns_refresh_mb`` (CPU: peak RSS via ``/proc/self/clear_refs``; CUDA: allocator peak);
 (2) the refresh against its floor - the normalised matrix product and ``torch.topk`` on the same chunks
-    into the same reused buffer, without masking and without the pool's gather - alternated, medians;
+    into the same reused buffer, without masking and without the pool's gather - alternated (the order
+    swapped every repetition), median of the per-repetition ratios;
 (3) for each other ``--dtypes`` (``dns_refresh_dtype``): its refresh time and its pool's overlap with the
     float32 pool (mean share of a user's k items in both; share of identical rows).
 
@@ -131,10 +132,13 @@ def child(spec: dict) -> dict:
     # (2) refresh against floor, alternated
     t_ours, t_floor = [], []
     floor(users[:chunk], items, k, chunk, torch.float32)  # warm-up (BLAS, allocator)
-    for _ in range(spec["reps"]):
-        t_ours.append(_timed(refresh, device)[0])
-        pool.pool = None
-        t_floor.append(_timed(lambda: floor(users, items, k, chunk, torch.float32), device)[0])
+    for rep in range(spec["reps"]):  # ours first on even repetitions, the floor first on odd ones
+        for which in ((0, 1) if rep % 2 == 0 else (1, 0)):
+            if which == 0:
+                t_ours.append(_timed(refresh, device)[0])
+                pool.pool = None
+            else:
+                t_floor.append(_timed(lambda: floor(users, items, k, chunk, torch.float32), device)[0])
     res = {
         "users": n_users, "items": n_items, "measured_users": measured, "refresh_mb": mb, "chunk_users": chunk,
         "refresh_s": statistics.median(t_ours), "floor_s": statistics.median(t_floor),

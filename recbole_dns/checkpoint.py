@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from recbole.utils import get_local_time, set_color
 
-from recbole_dns.distributed import barrier, broadcast_object, rank_and_world
+from recbole_dns.distributed import PROCESS_GROUP_KEYS, barrier, broadcast_object, rank_and_world
 
 
 def to_plain(obj: Any) -> Any:
@@ -148,8 +148,10 @@ class CheckpointMixin:
         model = _unwrap(self.model)
         state = {
             "config": config_to_dict(self.config),
-            # what the user gave (files, dict, command line): enough to rebuild the Config
-            "external_config": to_plain(getattr(self.config, "external_config_dict", {})),
+            # what the user gave (files, dict, command line): enough to rebuild the Config; without the
+            # process group of a distributed run, so that the checkpoint loads in one process
+            "external_config": to_plain({k: v for k, v in getattr(self.config, "external_config_dict", {}).items()
+                                         if k not in PROCESS_GROUP_KEYS}),
             "epoch": epoch,
             "cur_step": self.cur_step,
             "best_valid_score": float(self.best_valid_score),

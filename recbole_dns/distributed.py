@@ -23,6 +23,10 @@ from recbole_dns.compat import distributed_on_cuda
 from recbole_dns.errors import ConfigError
 
 
+#: config keys that describe a distributed run's process group (set by :func:`run`), not the model
+PROCESS_GROUP_KEYS = ("local_rank", "world_size", "nproc", "ip", "port", "offset")
+
+
 class DistributedError(RuntimeError):
     """A rank of a distributed run failed, died or timed out; the message names the rank and the cause."""
 

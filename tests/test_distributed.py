@@ -16,7 +16,7 @@ import scipy.sparse as sp
 import torch
 import torch.distributed as dist
 
-from recbole_dns import DNSPool, build_pool
+from recbole_dns import DNSPool, build_pool, load_data_and_model
 from recbole_dns.distributed import DistributedError, report_errors, shard_bounds, spawn
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -168,6 +168,8 @@ def test_checkpoint_of_two_processes_resumes_in_one(two_process_run, prepare):
     trainer.fit(train, valid, saved=False)
     trainer.tensorboard.close()
     assert trainer.model.dns_pool.built_at == 2  # trained on, one process, with its own refresh
+    config, loaded, *_ = load_data_and_model(run["checkpoint"])  # no process group to join
+    assert config["single_spec"] and np.array_equal(loaded.dns_pool.pool.cpu().numpy(), run["trained_pools"][0])
 
 
 def test_command_line_two_processes(tmp_path):
