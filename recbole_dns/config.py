@@ -40,6 +40,9 @@ DNS_KEYS: dict[str, tuple[Any, str]] = {
     "dns_tau": (lambda v: _is_number(v) and v > 0, "a number > 0"),
     "dns_sampler": (lambda v: v in SAMPLERS, " | ".join(SAMPLERS)),
     "dns_refresh_mb": (lambda v: _is_number(v) and v > 0, "a number > 0 (MiB)"),
+    "train_seed": (lambda v: v is None or _is_int(v), "an integer or null"),
+    "log_fn_rate": (lambda v: isinstance(v, bool), "true or false"),
+    "log_entropy": (lambda v: isinstance(v, bool), "true or false"),
 }
 
 

@@ -70,6 +70,7 @@ def build_pool(
     k: int,
     sampler: str = "dissimilar",
     chunk_size: int | None = None,
+    generator: torch.Generator | None = None,
 ) -> torch.LongTensor:
     """Retrieve ``k`` candidate negatives per user (Eq. 4 of the paper).
 
@@ -83,6 +84,7 @@ def build_pool(
             ``"similar"`` - the k highest (hard negatives, ANCE-style);
             ``"random"`` - k distinct allowed items drawn uniformly (torch's RNG).
         chunk_size: users scored at once; ``None`` picks it from a 256 MiB bound (cache-sized on the CPU).
+        generator: torch generator for the ``random`` sampler (default: torch's global RNG).
 
     Returns:
         ``LongTensor [n_users, k]`` of item ids on the embeddings' device. A user with fewer than
@@ -137,7 +139,7 @@ def build_pool(
         end = min(start + chunk_size, n_users)
         if sampler == "random":
             # random keys + top-k = k distinct items uniformly at random among the allowed ones
-            scores = torch.rand((end - start, n_items), device=device)
+            scores = torch.rand((end - start, n_items), device=device, generator=generator)
         else:
             scores = user_n[start:end] @ item_n_t
         lo, hi = int(indptr[start]), int(indptr[end])
@@ -151,6 +153,16 @@ def build_pool(
         pool[start:end] = top.gather(1, cols.unsqueeze(0) % wrap)
         del scores, top
     return pool
+
+
+def sample_distinct(
+    exclude: sp.csr_matrix, k: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+) -> torch.LongTensor:
+    """``[n_users, k]``: ``k`` distinct items per user, uniformly among the items ``exclude`` allows
+    (:func:`build_pool`'s ``random`` sampler, without embeddings)."""
+    n_users, n_items = exclude.shape
+    empty_users = torch.empty((n_users, 0), device=device)
+    return build_pool(empty_users, torch.empty((n_items, 0), device=device), exclude, k, "random", generator=generator)
 
 
 def dns_loss(
@@ -326,6 +338,8 @@ class DNSModel:
         super().__init__(config, dataset)
         self.dns_tau = float(config["dns_tau"])
         self.dns_pool = DNSPool.from_dataset(dataset, config)
+        #: callables given every :class:`DNSBatch` after its loss is computed (diagnostics)
+        self.dns_observers: list = []
 
     # ---- what a variant provides ---------------------------------------------------------------
     def train_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -364,6 +378,8 @@ class DNSModel:
         candidates = F.embedding(item_ids, item_table)
         main = stacked_dns_loss(user_e, candidates, self.dns_tau, self.dns_reduction)
         batch = DNSBatch(interaction, users, *item_ids.unbind(0), user_e, *candidates.unbind(0))
+        for observe in self.dns_observers:
+            observe(batch)
         return (main, *self.extra_losses(batch))
 
     def other_parameter(self) -> dict:

@@ -7,6 +7,8 @@ import sys
 from logging import getLogger
 from typing import Any, Callable
 
+import torch
+
 from recbole_dns.config import Config
 from recbole_dns.errors import ConfigError
 from recbole_dns.trainer import get_trainer
@@ -56,6 +58,11 @@ def prepare(
     )
     _, model_obj, train_data, valid_data, test_data = _data_and_model(config)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"], config.model_class)(config, model_obj)
+    if config["log_fn_rate"] or config["log_entropy"]:
+        from recbole_dns.diagnostics import TrainingMonitor, positives_matrix
+
+        test_positives = positives_matrix(test_data) if config["log_fn_rate"] else None
+        trainer.monitor = TrainingMonitor(test_positives, config["log_entropy"], config["device"])
     return config, trainer, train_data, valid_data, test_data
 
 
@@ -72,7 +79,11 @@ def _data_and_model(config):
     data = _create_dataset(config)
     logger.info(data)
     train_data, valid_data, test_data = data_preparation(config, data)
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    # the split above follows `seed`; the model's initialisation and the training order follow `train_seed`
+    train_seed = config["seed"] if config["train_seed"] is None else config["train_seed"]
+    if train_seed != config["seed"] and isinstance(getattr(train_data, "generator", None), torch.Generator):
+        train_data.generator.manual_seed(train_seed)
+    init_seed(train_seed + config["local_rank"], config["reproducibility"])
     model = config.model_class(config, train_data._dataset).to(config["device"])
     logger.info(model)
     return data, model, train_data, valid_data, test_data
@@ -166,7 +177,13 @@ def _from_config_files(files: list[str], key: str) -> str | None:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Command line, with the flags of RecBole's ``run_recbole.py``; other ``--key=value`` pairs
-    go into the config (RecBole's rule). Without flags: BPR_DNS on the embedded ml-100k."""
+    go into the config (RecBole's rule). Without flags: BPR_DNS on the embedded ml-100k.
+    ``recbole-dns experiments ...`` is ``python -m recbole_dns.experiments ...``."""
+    args_in = sys.argv[1:] if argv is None else list(argv)
+    if args_in[:1] == ["experiments"]:
+        from recbole_dns.experiments import main as experiments_main
+
+        return experiments_main(args_in[1:])
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", "-m", type=str, default=None, help=f"model name (default {DEFAULT_MODEL})")
     parser.add_argument("--dataset", "-d", type=str, default=None, help=f"dataset name (default {DEFAULT_DATASET})")

@@ -28,7 +28,49 @@ class EpochHookMixin:
         return super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
 
 
-class DNSTrainer(EpochHookMixin, CheckpointMixin, Trainer):
+class MonitorMixin:
+    """Put in front of a RecBole ``Trainer``: per-epoch diagnostics when ``self.monitor`` is set.
+
+    ``prepare`` sets a :class:`~recbole_dns.diagnostics.TrainingMonitor` when ``log_fn_rate`` or
+    ``log_entropy`` is on; its figures go to the log and to TensorBoard (``diagnostics/<name>``) after
+    every training epoch.
+    """
+
+    monitor = None
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        monitor = self.monitor
+        if monitor is None:
+            return super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+        model = _unwrap(self.model)
+        base_loss = loss_func or self.model.calculate_loss
+
+        def observed(interaction):
+            if model.NEG_ITEM_ID in interaction:
+                monitor.observe("static", interaction[model.USER_ID], interaction[model.NEG_ITEM_ID])
+            return base_loss(interaction)
+
+        def observe_dns(batch):
+            monitor.observe("dns", batch.users, batch.dns_neg_items)
+
+        observers = getattr(model, "dns_observers", None)
+        if observers is not None:
+            observers.append(observe_dns)
+        try:
+            out = super()._train_epoch(train_data, epoch_idx, loss_func=observed, show_progress=show_progress)
+        finally:
+            if observers is not None:
+                observers.remove(observe_dns)
+        row = monitor.end_epoch(epoch_idx, model)
+        figures = {k: v for k, v in row.items() if k != "epoch"}
+        if figures:
+            self.logger.info(f"epoch {epoch_idx} diagnostics: " + ", ".join(f"{k} {v:.6g}" for k, v in figures.items()))
+            for key, value in figures.items():
+                self.tensorboard.add_scalar(f"diagnostics/{key}", value, epoch_idx)
+        return out
+
+
+class DNSTrainer(EpochHookMixin, MonitorMixin, CheckpointMixin, Trainer):
     """RecBole's ``Trainer`` for DNS models: the epoch hook plus safe, resumable checkpoints."""
 
     def __init__(self, config: Any, model: torch.nn.Module) -> None:
@@ -39,12 +81,12 @@ class DNSTrainer(EpochHookMixin, CheckpointMixin, Trainer):
 
 @functools.lru_cache(maxsize=None)
 def _compose(trainer_cls: type, hook: bool) -> type:
-    """``trainer_cls`` with :class:`CheckpointMixin` (and :class:`EpochHookMixin`) in front."""
+    """``trainer_cls`` with :class:`MonitorMixin`, :class:`CheckpointMixin` (and :class:`EpochHookMixin`) in front."""
     if not issubclass(trainer_cls, Trainer):  # e.g. the decision-tree trainers: no epochs, no checkpoints
         return trainer_cls
     if hook and trainer_cls is Trainer:
         return DNSTrainer
-    wanted = ((EpochHookMixin,) if hook else ()) + (CheckpointMixin,)
+    wanted = ((EpochHookMixin,) if hook else ()) + (MonitorMixin, CheckpointMixin)
     mixins = tuple(m for m in wanted if not issubclass(trainer_cls, m))
     return type(trainer_cls.__name__, (*mixins, trainer_cls), {"__module__": __name__}) if mixins else trainer_cls
 
