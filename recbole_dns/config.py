@@ -11,7 +11,7 @@ import recbole
 from recbole.config import Config as RecBoleConfig
 
 from recbole_dns import models
-from recbole_dns.dns import SAMPLERS
+from recbole_dns.dns import DRAWS, PREDICTIONS, SAMPLERS, SIMILARITIES
 from recbole_dns.errors import ConfigError
 
 
@@ -40,9 +40,19 @@ DNS_KEYS: dict[str, tuple[Any, str]] = {
     "dns_tau": (lambda v: _is_number(v) and v > 0, "a number > 0"),
     "dns_sampler": (lambda v: v in SAMPLERS, " | ".join(SAMPLERS)),
     "dns_refresh_mb": (lambda v: _is_number(v) and v > 0, "a number > 0 (MiB)"),
+    "dns_negs": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "dns_candidates": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "dns_similarity": (lambda v: v in SIMILARITIES, " | ".join(SIMILARITIES)),
+    "dns_keep_static": (lambda v: isinstance(v, bool), "true or false"),
+    "dns_l2_dns_neg": (lambda v: isinstance(v, bool), "true or false"),
+    "dns_warmup": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "dns_skip": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "dns_draw": (lambda v: v in DRAWS, " | ".join(DRAWS)),
+    "dns_predict": (lambda v: v in PREDICTIONS, " | ".join(PREDICTIONS)),
     "train_seed": (lambda v: v is None or _is_int(v), "an integer or null"),
     "log_fn_rate": (lambda v: isinstance(v, bool), "true or false"),
     "log_entropy": (lambda v: isinstance(v, bool), "true or false"),
+    "log_grad_share": (lambda v: isinstance(v, bool), "true or false"),
 }
 
 

@@ -82,24 +82,38 @@ class TrainingMonitor:
     the static negative ``i-`` and the contrastive negative ``i'-`` apart, and computes Eq. 6's entropy of
     the users and the epoch's negatives (the contrastive ones for a DNS model, the static ones otherwise)."""
 
-    def __init__(self, test_positives: sp.csr_matrix | None, entropy: bool, device: torch.device | str = "cpu") -> None:
+    def __init__(self, test_positives: sp.csr_matrix | None, entropy: bool, device: torch.device | str = "cpu",
+                 grad_share: bool = False) -> None:
         self.index = ExclusionIndex(test_positives, device) if test_positives is not None else None
         self.entropy = bool(entropy)
+        self.grad_share = bool(grad_share)
         self.history: list[dict[str, float]] = []
         self._reset()
 
     def _reset(self) -> None:
         self.counts = {"static": [0, 0], "dns": [0, 0]}  # [false negatives, instances]
         self.negatives = {"static": [], "dns": []}
+        self.shares: list[torch.Tensor] = []
 
     def observe(self, kind: str, users: torch.Tensor, negatives: torch.Tensor) -> None:
-        """Record one batch of negatives of ``kind`` (``static`` or ``dns``)."""
+        """Record one batch of negatives of ``kind`` (``static`` or ``dns``; ``[B]`` or ``[B, m]``)."""
+        if negatives.dim() == 2:
+            users = users.unsqueeze(1).expand_as(negatives)
         if self.index is not None:
             hit = self.index.contains(users.detach(), negatives.detach())
             self.counts[kind][0] += int(hit.sum())
             self.counts[kind][1] += hit.numel()
         if self.entropy:
             self.negatives[kind].append(negatives.detach().flatten().cpu())
+
+    def observe_dns_batch(self, batch: Any) -> None:
+        """A DNS model's batch: its contrastive negatives and, with ``grad_share``, the share of the
+        negatives' softmax weight that they carry (the gradient through each negative is proportional to it)."""
+        self.observe("dns", batch.users, batch.dns_neg_items)
+        if self.grad_share and batch.logits is not None:
+            weights = torch.softmax(batch.logits.float(), dim=0)[1:]  # negatives only, [K-1, B]
+            n_static = 1 if batch.keep_static else 0
+            self.shares.append((weights[n_static:].sum(0) / weights.sum(0).clamp_min(1e-30)).detach().cpu())
 
     @torch.no_grad()
     def end_epoch(self, epoch: int, model: Any) -> dict[str, float]:
@@ -108,6 +122,8 @@ class TrainingMonitor:
         for kind, (fn, n) in self.counts.items():
             if self.index is not None and n:
                 row[f"fn_rate_{kind}"] = fn / n
+        if self.shares:
+            row["grad_share_dns"] = float(torch.cat(self.shares).mean())
         if self.entropy:
             kind = "dns" if self.negatives["dns"] else "static"
             if self.negatives[kind]:

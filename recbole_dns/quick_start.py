@@ -58,11 +58,12 @@ def prepare(
     )
     _, model_obj, train_data, valid_data, test_data = _data_and_model(config)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"], config.model_class)(config, model_obj)
-    if config["log_fn_rate"] or config["log_entropy"]:
+    if config["log_fn_rate"] or config["log_entropy"] or config["log_grad_share"]:
         from recbole_dns.diagnostics import TrainingMonitor, positives_matrix
 
         test_positives = positives_matrix(test_data) if config["log_fn_rate"] else None
-        trainer.monitor = TrainingMonitor(test_positives, config["log_entropy"], config["device"])
+        trainer.monitor = TrainingMonitor(test_positives, config["log_entropy"], config["device"],
+                                          grad_share=config["log_grad_share"])
     return config, trainer, train_data, valid_data, test_data
 
 

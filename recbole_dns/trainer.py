@@ -50,9 +50,7 @@ class MonitorMixin:
                 monitor.observe("static", interaction[model.USER_ID], interaction[model.NEG_ITEM_ID])
             return base_loss(interaction)
 
-        def observe_dns(batch):
-            monitor.observe("dns", batch.users, batch.dns_neg_items)
-
+        observe_dns = monitor.observe_dns_batch
         observers = getattr(model, "dns_observers", None)
         if observers is not None:
             observers.append(observe_dns)
@@ -62,6 +60,7 @@ class MonitorMixin:
             if observers is not None:
                 observers.remove(observe_dns)
         row = monitor.end_epoch(epoch_idx, model)
+        row["train_loss"] = float(sum(out)) if isinstance(out, tuple) else float(out)
         figures = {k: v for k, v in row.items() if k != "epoch"}
         if figures:
             self.logger.info(f"epoch {epoch_idx} diagnostics: " + ", ".join(f"{k} {v:.6g}" for k, v in figures.items()))

@@ -74,8 +74,8 @@ def test_dns_false_negatives_are_counted_from_the_drawn_negatives(prepare, monke
     seen = []
     original = trainer.model.dns_pool.sample
 
-    def spy(users):
-        negs = original(users)
+    def spy(users, m=1, items=None):
+        negs = original(users, m, items)
         seen.append(np.asarray(positives[users.numpy().copy(), negs.numpy().copy()]).ravel())
         return negs
 

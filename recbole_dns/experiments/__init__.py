@@ -6,7 +6,11 @@ Experiments (RQ numbers as in the paper):
   random, similar and dissimilar pools: NDCG@10 and the false-negative rates of ``i-`` and ``i'-``;
 * ``models`` (RQ2, Table 3) - PRIS, MixGCF and each base model with its ``_DNS`` variant;
 * ``grid`` (RQ3, Figure 2) - BPR_DNS over ``n`` with ``k`` fixed and over ``k`` with ``n`` fixed;
-* ``entropy`` (RQ4, Figure 3) - Eq. 6's entropy per epoch for BPR and BPR_DNS, with validation NDCG@10.
+* ``entropy`` (RQ4, Figure 3) - Eq. 6's entropy per epoch for BPR and BPR_DNS, with validation NDCG@10;
+* ``diagnose`` - a base model and its DNS variant with every diagnostic on: false-negative rates, the
+  contrastive negatives' share of the loss gradient, training loss and validation NDCG@10 per epoch and
+  per second, item norm against popularity;
+* ``ablation`` - the rows of a YAML file (``--variants``), each against a reference row.
 
 Every run trains on one fixed split (``seed``) with its own training seed, selects its best epoch on
 validation NDCG@10 only, and is tested under RecBole's full ranking and/or the paper's sampled test sets.
@@ -24,7 +28,7 @@ from typing import Any
 
 from recbole_dns.experiments.runs import BUDGETS, PROTOCOLS, RunSpec, execute
 
-EXPERIMENTS = ("samplers", "models", "grid", "entropy")
+EXPERIMENTS = ("samplers", "models", "grid", "entropy", "diagnose", "ablation")
 
 #: the paper's RQ3 values (Section 4.2)
 N_VALUES = (1, 5, 10, 20, 30, 40, 50)
@@ -71,6 +75,16 @@ def plan(experiment: str, datasets: list[str], opts: dict) -> list[RunSpec]:
                 k_fixed, n_fixed = opts["k_fixed"], opts["n_fixed"]
                 for n, k in [(n, k_fixed) for n in opts["n_values"]] + [(n_fixed, k) for k in opts["k_values"]]:
                     add(model, f"{model} n={n} k={k}", {"dns_n": n, "dns_k": k}, {"dns_n": n, "dns_k": k})
+            elif experiment == "diagnose":
+                watch = {"log_fn_rate": True, "log_grad_share": True}
+                for base in chosen or ["BPR"]:
+                    add(base, base, watch)
+                    add(registry.dns_variant(base), registry.dns_variant(base), watch)
+            elif experiment == "ablation":
+                for row in opts["variants"]["rows"]:
+                    registry.get_model(row["model"])
+                    extra = {**(row.get("config") or {}), **((row.get("datasets") or {}).get(dataset) or {})}
+                    add(row["model"], row["label"], extra, {"row": row["label"]})
             elif experiment == "entropy":
                 base = chosen[0] if chosen else "BPR"
                 no_stop = {"log_entropy": True, "eval_step": 1, "stopping_step": int(base_cfg["epochs"]) + 1}
@@ -84,7 +98,7 @@ def run_experiment(experiment: str, datasets: list[str], out: str | Path, *, mod
                    data_path: str | None = None, test_sets: int = 10, negatives: int = 100, alpha: float = 0.01,
                    n_values: tuple = N_VALUES, k_values: tuple = K_VALUES, n_fixed: int = 10, k_fixed: int = 100,
                    address: str | None = None, use_ray: bool = True, cpus_per_run: float = 1, parallel: int = 0,
-                   command: str | None = None) -> Path:
+                   variants: dict | None = None, command: str | None = None) -> Path:
     """Run (or resume) an experiment and write ``OUT/results.md`` (all experiments written to OUT so far),
     ``OUT/<experiment>_*.csv`` and the figures. Returns the path of ``results.md``."""
     if protocol not in PROTOCOLS:
@@ -98,7 +112,9 @@ def run_experiment(experiment: str, datasets: list[str], out: str | Path, *, mod
         data_path = str(Path(data_path).resolve())
     opts = dict(protocol=protocol, seeds=seeds, budget=budget, overrides=overrides or {}, data_path=data_path,
                 test_sets=test_sets, negatives=negatives, models=models, n_values=n_values, k_values=k_values,
-                n_fixed=n_fixed, k_fixed=k_fixed)
+                n_fixed=n_fixed, k_fixed=k_fixed, variants=variants)
+    if experiment == "ablation":
+        check_variants(variants)
     specs = plan(experiment, datasets, opts)
     execute(specs, out, address=address, use_ray=use_ray, cpus_per_run=cpus_per_run, parallel=parallel)
     return write_report(experiment, specs, out, alpha, opts, command)
@@ -141,6 +157,23 @@ def write_report(experiment: str, specs: list[RunSpec], out: Path, alpha: float,
         body.append(report.grid_table(out, groups, fixed))
         figs = report.grid_figures(groups, out, fixed)
         body += [f"\n![{f.stem}]({f.name})" for f in figs]
+    elif experiment == "ablation":
+        table, pvals = report.ablation_table(out, groups, opts["variants"]["reference"], alpha)
+        body.append(table)
+        body.append(f"\n`*`: differs significantly from the reference row `{opts['variants']['reference']}` "
+                    "(paired t-test over users, Holm over the rows x metrics of the table).")
+        body.append("\nRows: " + "; ".join(f"`{r['label']}`: {r['model']} {json.dumps(r.get('config') or {})}"
+                                            + (f" per dataset {json.dumps(r['datasets'])}" if r.get("datasets") else "")
+                                            for r in opts["variants"]["rows"]))
+    elif experiment == "diagnose":
+        body.append(report.diagnose_table(groups))
+        figs = report.diagnose_figures(out, groups)
+        body += [f"\n![{f.stem}]({f.name})" for f in figs]
+        body.append("\nF-N rate: share of training instances whose negative is a test item of the user. i'- share: "
+                    "per instance, the softmax weight of the contrastive negative(s) over the weight of all the "
+                    "negatives (the gradient the loss sends through each negative is proportional to its weight), "
+                    "averaged over training. rho: Spearman correlation of item norm (the scoring tables) and training "
+                    "popularity at the best epoch.")
     elif experiment == "entropy":
         body.append(report.entropy_table(groups))
         figs = report.entropy_figures(groups, out)
@@ -168,6 +201,23 @@ def write_report(experiment: str, specs: list[RunSpec], out: Path, alpha: float,
     results.write_text("# recbole-dns experiments\n\n" + "\n".join(parts))
     print(section)
     return results
+
+
+def check_variants(variants: Any) -> None:
+    """An ablation's YAML: ``reference`` (a row label) and ``rows``, each with ``label`` and ``model``."""
+    from recbole_dns.errors import ConfigError
+
+    if not isinstance(variants, dict) or not isinstance(variants.get("rows"), list) or not variants["rows"]:
+        raise ConfigError("ablation variants must be a mapping with a non-empty list `rows` (label, model, config)")
+    labels = []
+    for row in variants["rows"]:
+        if not isinstance(row, dict) or not {"label", "model"} <= set(row):
+            raise ConfigError(f"every ablation row needs `label` and `model`; got {row!r}")
+        labels.append(row["label"])
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"ablation row labels must be unique; got {labels}")
+    if variants.get("reference") not in labels:
+        raise ConfigError(f"ablation `reference` must be one of the row labels {labels}; got {variants.get('reference')!r}")
 
 
 def _expected_fn_rates(groups: list) -> list[str]:
@@ -217,6 +267,7 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--cpus-per-run", type=float, default=1, help="CPUs (and torch threads) per training run")
     p.add_argument("--parallel", type=int, default=0, help="runs at once (default: as many as the CPUs allow)")
     p.add_argument("--no-ray", action="store_true", help="run one after another in this process")
+    p.add_argument("--variants", default=None, help="ablation: YAML file with `reference` and `rows` (label, model, config)")
     args = p.parse_args(argv)
     try:
         overrides: dict[str, Any] = {}
@@ -227,12 +278,17 @@ def main(argv: list[str] | None = None) -> Path:
             overrides[key] = yaml.safe_load(value)
         if args.seeds < 1 or args.test_sets < 1 or args.negatives < 1:
             raise ConfigError("--seeds, --test-sets and --negatives must be >= 1")
+        variants = None
+        if args.experiment == "ablation":
+            if not args.variants or not Path(args.variants).is_file():
+                raise ConfigError(f"ablation needs --variants FILE (a YAML file); got {args.variants!r}")
+            variants = yaml.safe_load(Path(args.variants).read_text())
         command = "python -m recbole_dns.experiments " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
         return run_experiment(
             args.experiment, args.dataset, args.out, models=args.models, protocol=args.protocol, seeds=args.seeds,
             budget=args.budget, overrides=overrides, data_path=args.data_path, test_sets=args.test_sets,
             negatives=args.negatives, alpha=args.alpha, n_values=tuple(args.n_values), k_values=tuple(args.k_values),
             n_fixed=args.n_fixed, k_fixed=args.k_fixed, address=args.address, use_ray=not args.no_ray,
-            cpus_per_run=args.cpus_per_run, parallel=args.parallel, command=command)
+            cpus_per_run=args.cpus_per_run, parallel=args.parallel, variants=variants, command=command)
     except (ConfigError, ValueError) as err:
         p.exit(2, f"{p.prog}: error: {err}\n")

@@ -249,6 +249,69 @@ def entropy_table(groups: list[Group]) -> str:
     return "\n".join(lines)
 
 
+def ablation_table(out: Path, groups: list[Group], reference: str, alpha: float) -> tuple[str, list[dict]]:
+    """Every row against the reference row: validation and test NDCG@10 (mean ± std over seeds), test
+    Recall/MAP@10, the change of test NDCG@10 and its Holm-adjusted p-value; `*` at p < alpha."""
+    lines, pvals = [], []
+    for dataset in dict.fromkeys(g.dataset for g in groups):
+        rows = [g for g in groups if g.dataset == dataset]
+        ref = next((g for g in rows if g.label == reference), None)
+        for protocol in protocols_of(rows):
+            family = Family()
+            for g in rows:
+                if ref is not None and g is not ref:
+                    for metric in METRIC_KEYS:
+                        family.add((g.label, metric), compare(out, ref, g, protocol, metric))
+            adj = family.adjusted()
+            lines += [f"\n**{dataset}, {protocol} ranking** (reference: {reference})\n",
+                      "| row | valid NDCG@10 | test NDCG@10 | test Recall@10 | test MAP@10 | NDCG@10 vs reference (Holm p) | best epoch | s / epoch |",
+                      "|---|---|---|---|---|---|---|---|"]
+            for g in rows:
+                valid = mean_std([r["valid"].get("ndcg@10", np.nan) for r in g.results])
+                marks = {m: ("*" if np.isfinite(adj.get((g.label, m), np.nan)) and adj[(g.label, m)] < alpha else "")
+                         for m in METRIC_KEYS}
+                change = ""
+                if ref is not None and g is not ref:
+                    rel = (g.summary(protocol, "ndcg@10")[0] / ref.summary(protocol, "ndcg@10")[0] - 1) * 100
+                    change = f"{rel:+.1f}% ({adj.get((g.label, 'ndcg@10'), np.nan):.2g})"
+                lines.append(f"| {g.label} | {fmt(*valid)} | " + " | ".join(_cell(g, protocol, m, marks[m]) for m in METRIC_KEYS)
+                             + f" | {change} | {g.mean_of('best_epoch'):.0f} | {g.mean_of('s_per_epoch'):.2f} |")
+            for key, p in family.raw.items():
+                pvals.append({"dataset": dataset, "protocol": protocol, "a": reference, "b": key[0], "metric": key[1],
+                              "p_raw": p, "p_holm": adj[key]})
+    return "\n".join(lines), pvals
+
+
+def diagnose_table(groups: list[Group], reference: str | None = None) -> str:
+    """Per model: mean over training of the false-negative rates and of the contrastive negatives' share of
+    the softmax weight, Spearman rho of item norm against popularity, best validation NDCG@10, and the
+    epochs and seconds to reach 95% of the reference's (the first row's) best validation NDCG@10."""
+    lines = ["| dataset | model | F-N rate i- (%) | F-N rate i'- (%) | i'- share of the negatives' weight | "
+             "rho(item norm, popularity) | best valid NDCG@10 (epoch) | epochs / seconds to 95% of the first row's best |",
+             "|---|---|---|---|---|---|---|---|"]
+    for dataset in dict.fromkeys(g.dataset for g in groups):
+        rows = [g for g in groups if g.dataset == dataset]
+        ref = next((g for g in rows if g.label == reference), rows[0])
+        target = 0.95 * np.mean([max(c["valid_ndcg@10"] for c in r["curve"]) for r in ref.results if r["curve"]])
+        for g in rows:
+            shares = [np.mean([d["grad_share_dns"] for d in r.get("diagnostics", []) if "grad_share_dns" in d])
+                      for r in g.results if any("grad_share_dns" in d for d in r.get("diagnostics", []))]
+            reach = [next(((c["epoch"] + 1, c["time_s"]) for c in r["curve"] if c["valid_ndcg@10"] >= target), None)
+                     for r in g.results]
+            hit = [x for x in reach if x is not None]
+            reach_text = (f"{np.mean([e for e, _ in hit]):.1f} / {np.mean([t for _, t in hit]):.0f} s"
+                          + (f" ({len(hit)} of {len(reach)} seeds)" if len(hit) < len(reach) else "")) if hit else "not reached"
+            best = [max(r["curve"], key=lambda c: c["valid_ndcg@10"]) for r in g.results if r["curve"]]
+            rho = [r.get("norm_popularity_spearman") for r in g.results if r.get("norm_popularity_spearman") is not None]
+            fn_d = g.fn_rate("dns")
+            lines.append(f"| {dataset} | {g.label} | {g.fn_rate('static') * 100:.3f} | "
+                         f"{'' if np.isnan(fn_d) else f'{fn_d * 100:.3f}'} | "
+                         f"{fmt(*mean_std(shares), digits=3) if shares else ''} | {fmt(*mean_std(rho), digits=3) if rho else ''} | "
+                         f"{fmt(*mean_std([b['valid_ndcg@10'] for b in best]))} ({np.mean([b['epoch'] for b in best]):.0f}) | "
+                         f"{reach_text} |")
+    return "\n".join(lines)
+
+
 # ---- figures ------------------------------------------------------------------------------------------
 def _plt():
     import matplotlib
@@ -318,6 +381,58 @@ def entropy_figures(groups: list[Group], out: Path) -> list[Path]:
     return paths
 
 
+def diagnose_figures(out: Path, groups: list[Group]) -> list[Path]:
+    """Per dataset: validation NDCG@10 against epochs and against seconds (quality against training time),
+    training loss per epoch, and item norm against item popularity (first seed)."""
+    plt = _plt()
+    paths = []
+    for dataset in dict.fromkeys(g.dataset for g in groups):
+        rows = [g for g in groups if g.dataset == dataset]
+        fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+        for i, g in enumerate(rows):
+            for j, r in enumerate(g.results):
+                label = g.label if j == 0 else None
+                epochs = [c["epoch"] + 1 for c in r["curve"]]
+                axes[0].plot(epochs, [c["valid_ndcg@10"] for c in r["curve"]], color=f"C{i}", alpha=0.8, label=label)
+                axes[1].plot([c["time_s"] for c in r["curve"]], [c["valid_ndcg@10"] for c in r["curve"]], color=f"C{i}",
+                             alpha=0.8, label=label)
+                loss = [(d["epoch"] + 1, d["train_loss"]) for d in r.get("diagnostics", []) if "train_loss" in d]
+                if loss:
+                    axes[2].plot(*zip(*loss), color=f"C{i}", alpha=0.8, label=label)
+        axes[0].set_xlabel("epoch")
+        axes[1].set_xlabel("seconds (training and validation)")
+        for ax in axes[:2]:
+            ax.set_ylabel("validation NDCG@10")
+        axes[2].set_xlabel("epoch")
+        axes[2].set_ylabel("training loss (sum over batches)")
+        axes[2].set_yscale("log")
+        for ax in axes:
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        fig.suptitle(dataset)
+        fig.tight_layout()
+        path = out / f"quality_vs_time_{dataset}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+
+        fig, axes = plt.subplots(1, len(rows), figsize=(3.6 * len(rows), 3.2), squeeze=False)
+        for ax, g in zip(axes[0], rows):
+            data = load_per_user(out, g.results[0]["run_id"]).get("items")
+            if data is not None:
+                ax.scatter(np.log1p(data["popularity"]), data["norm"], s=2, alpha=0.3)
+                ax.set_title(f"{g.label} (rho {g.results[0].get('norm_popularity_spearman', np.nan):.2f})", fontsize=9)
+            ax.set_xlabel("log(1 + training interactions)")
+            ax.set_ylabel("item norm")
+        fig.suptitle(dataset)
+        fig.tight_layout()
+        path = out / f"item_norm_vs_popularity_{dataset}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
 # ---- CSV -----------------------------------------------------------------------------------------------
 def write_csvs(out: Path, experiment: str, groups: list[Group]) -> None:
     """``runs.csv`` (a row per model x seed x test set), ``per_user.csv``, ``per_epoch.csv`` of this experiment."""
@@ -334,6 +449,8 @@ def write_csvs(out: Path, experiment: str, groups: list[Group]) -> None:
                                  "best_epoch": r["best_epoch"], "epochs": r["epochs"], "train_s": round(r["train_s"], 2),
                                  "fn_rate_static": fn.get("fn_rate_static"), "fn_rate_dns": fn.get("fn_rate_dns")})
             for protocol, data in load_per_user(out, r["run_id"]).items():
+                if protocol == "items":
+                    continue
                 for i, u in enumerate(data["users"]):
                     user_rows.append({**base, "protocol": protocol, "user_id": int(u),
                                       **{f"{m}@10": float(data[m][i]) for m in ("ndcg", "recall", "map") if m in data}})

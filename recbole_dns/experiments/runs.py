@@ -147,6 +147,8 @@ def train_and_evaluate(spec: RunSpec, work_dir: str, progress: Callable[[str], N
         for t, pu in enumerate(per_set):
             result["tests"].append({"protocol": "sampled", "test_set": t, **{f"{m}@10": v for m, v in pu.mean().items()}})
         result["per_user"]["sampled"] = _average(per_set)
+    result["item_norms"] = _item_norms(trainer.model, train_data._dataset)
+    result["norm_popularity_spearman"] = result["item_norms"].pop("spearman")
     monitor = trainer.monitor
     if monitor is not None:
         result["diagnostics"] = monitor.history
@@ -161,6 +163,22 @@ def train_and_evaluate(spec: RunSpec, work_dir: str, progress: Callable[[str], N
              f"{best_epoch}, valid ndcg@10 {best_score:.4f}, " + ", ".join(
                  f"{t['protocol']} test ndcg@10 {t['ndcg@10']:.4f}" for t in result["tests"] if t["test_set"] == 0))
     return result
+
+
+def _item_norms(model: Any, dataset: Any) -> dict:
+    """Each item's norm in the tables the model scores with, its training popularity, and their Spearman rho."""
+    import torch
+    from scipy import stats
+
+    from recbole_dns.diagnostics import tables_of
+
+    model.eval()
+    with torch.no_grad():
+        _, items = tables_of(model)
+        norms = items.detach().norm(dim=1).cpu().numpy()[1:]
+    pop = np.asarray(dataset.inter_matrix(form="csr").sum(axis=0)).ravel()[1:]
+    rho = stats.spearmanr(pop, norms).statistic if np.ptp(norms) > 0 else float("nan")
+    return {"norm": norms, "popularity": pop, "spearman": float(rho)}
 
 
 def _average(per_set: list) -> Any:
@@ -210,8 +228,9 @@ def save_result(out: Path, result: dict) -> None:
     runs = out / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     per_user = result.pop("per_user", {}) or {}
-    if per_user:
-        arrays = {}
+    items = result.pop("item_norms", None)
+    if per_user or items:
+        arrays = {} if items is None else {"items__norm": items["norm"], "items__popularity": items["popularity"]}
         for protocol, pu in per_user.items():
             arrays[f"{protocol}__users"] = pu.users
             for metric, values in pu.values.items():

@@ -23,4 +23,4 @@ class BPR_DNS(DNSModel, BPR):
     def extra_losses(self, batch: DNSBatch):
         if not self.reg_weight:
             return ()
-        return (self.l2_loss(batch.user_e, batch.pos_e, batch.neg_e, batch.dns_neg_e),)
+        return (self.l2_loss(batch.user_e, *batch.item_embeddings()),)

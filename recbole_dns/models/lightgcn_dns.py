@@ -20,4 +20,4 @@ class LightGCN_DNS(DNSModel, LightGCN):
         return self.forward()
 
     def extra_losses(self, batch: DNSBatch):
-        return (self.ego_loss(batch.users, batch.pos_items, batch.neg_items, batch.dns_neg_items),)
+        return (self.ego_loss(batch.users, *batch.item_ids()),)

@@ -27,4 +27,4 @@ class SGL_DNS(DNSModel, SGL):
         user_sub1, item_sub1 = self.forward(self.sub_graph1)
         user_sub2, item_sub2 = self.forward(self.sub_graph2)
         ssl = self.calc_ssl_loss(batch.users, batch.pos_items, user_sub1, user_sub2, item_sub1, item_sub2)
-        return self.ego_loss(batch.users, batch.pos_items, batch.neg_items, batch.dns_neg_items), ssl
+        return self.ego_loss(batch.users, *batch.item_ids()), ssl

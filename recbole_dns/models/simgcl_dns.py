@@ -20,5 +20,5 @@ class SimGCL_DNS(DNSModel, SimGCL):
         return self.forward()
 
     def extra_losses(self, batch: DNSBatch):
-        reg = self.ego_loss(batch.users, batch.pos_items, batch.neg_items, batch.dns_neg_items)
+        reg = self.ego_loss(batch.users, *batch.item_ids())
         return reg, self.cl_loss(batch.interaction)
