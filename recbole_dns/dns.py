@@ -434,6 +434,8 @@ class DNSModel:
     dns_pool: DNSPool
     #: how the DNS loss is reduced over the batch: as the base model reduces the loss it replaces
     dns_reduction: str = "mean"
+    #: names of ``calculate_loss``'s terms (error messages); a variant names its extra losses after "dns"
+    loss_terms: tuple[str, ...] = ("dns",)
 
     def __init__(self, config: Any, dataset: Any) -> None:
         super().__init__(config, dataset)

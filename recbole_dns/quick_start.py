@@ -15,11 +15,14 @@ from recbole_dns.trainer import get_trainer
 
 
 def _create_dataset(config):
-    """RecBole's ``create_dataset``, with a clear error when the atomic files are missing offline."""
+    """RecBole's ``create_dataset`` between this package's checks (:mod:`recbole_dns.checks`): a clear
+    error when the atomic files are missing offline, empty or unusable, or when the filters leave nothing."""
     import os
     from urllib.error import URLError
 
     from recbole.data import create_dataset
+
+    from recbole_dns.checks import check_atomic_files, check_dataset, no_rows_left
 
     path = config["data_path"]
     name = config["dataset"]
@@ -27,14 +30,19 @@ def _create_dataset(config):
         f"put the atomic files at {os.path.join(path, name + '.inter')} "
         f"(or pass --data_path=DIR with DIR/{name}/{name}.inter)"
     )
+    check_atomic_files(config)
     try:
-        return create_dataset(config)
+        dataset = create_dataset(config)
     except (URLError, OSError) as err:
         raise ConfigError(f"dataset '{name}' is not at {path} and could not be downloaded ({err}); {hint}") from None
     except ValueError as err:
         if "a known dataset name" in str(err):
             raise ConfigError(f"dataset '{name}' not found at {path} and not a RecBole dataset name; {hint}") from None
+        if "Some feat is empty" in str(err):  # RecBole 1.2.1, Dataset._reset_index
+            raise no_rows_left(config) from None
         raise
+    check_dataset(config, dataset)
+    return dataset
 
 
 def prepare(

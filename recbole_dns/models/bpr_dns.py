@@ -17,6 +17,8 @@ class BPR_DNS(DNSModel, BPR):
     does not say whether its L2 covers ``i'-``). Prediction is BPR's dot product.
     """
 
+    loss_terms = ("dns", "l2")  # what calculate_loss returns, for error messages
+
     def train_tables(self):
         return self.user_table(), self.item_table()
 

@@ -16,6 +16,8 @@ class LightGCN_DNS(DNSModel, LightGCN):
     no-grad propagation per refresh. Prediction is LightGCN's.
     """
 
+    loss_terms = ("dns", "l2")  # what calculate_loss returns, for error messages
+
     def train_tables(self):
         return self.forward()
 

@@ -18,6 +18,8 @@ class SGL_DNS(DNSModel, SGL):
     full graph per refresh, without touching the augmented graphs. Prediction is SGL's.
     """
 
+    loss_terms = ("dns", "l2", "ssl")  # what calculate_loss returns, for error messages
+
     dns_reduction = "sum"
 
     def train_tables(self):

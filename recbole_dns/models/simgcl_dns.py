@@ -16,6 +16,8 @@ class SimGCL_DNS(DNSModel, SimGCL):
     is built from one no-grad propagation without noise per refresh. Prediction is SimGCL's.
     """
 
+    loss_terms = ("dns", "l2", "cl")  # what calculate_loss returns, for error messages
+
     def train_tables(self):
         return self.forward()
 
