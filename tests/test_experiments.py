@@ -243,3 +243,30 @@ def test_command_line_and_recbole_dns_subcommand(tmp_path):
     with pytest.raises(SystemExit) as exit_info:  # recbole-dns experiments ... is the same command
         main(["experiments", "grid", "--models", "NeuMF", f"--out={tmp_path}", "--no-ray"])
     assert exit_info.value.code == 2
+
+
+def test_ablation_and_diagnose_experiments(tmp_path):
+    out = tmp_path / "exp"
+    variants = {"reference": "BPR", "rows": [
+        {"label": "BPR", "model": "BPR"},
+        {"label": "warm-up 1", "model": "BPR_DNS", "config": {"dns_warmup": 1}},
+    ]}
+    run_experiment("ablation", ["ml-100k"], out, seeds=2, overrides={**TINY, "epochs": 2}, use_ray=False, variants=variants)
+    md = (out / "ablation.md").read_text()
+    pvalues = _csv(out / "ablation_pvalues.csv")
+    assert {(r["b"], r["metric"]) for r in pvalues} == {("warm-up 1", m) for m in ("ndcg@10", "recall@10", "map@10")}
+    line = next(l for l in md.splitlines() if l.startswith("| warm-up 1 |"))
+    p = float(next(r["p_holm"] for r in pvalues if r["metric"] == "ndcg@10"))
+    assert ("*" in line.split("|")[3]) == (p < 0.01) and "Rows: `BPR`: BPR {}" in md
+    with pytest.raises(ValueError, match="`reference` must be one of the row labels"):
+        run_experiment("ablation", ["ml-100k"], out, variants={**variants, "reference": "nope"}, use_ray=False)
+
+    run_experiment("diagnose", ["ml-100k"], out, seeds=1, overrides={**TINY, "epochs": 2}, use_ray=False)
+    md = (out / "diagnose.md").read_text()
+    row = next(l for l in md.splitlines() if l.startswith("| ml-100k | BPR_DNS |"))
+    share = float(row.split("|")[5].split("±")[0])
+    assert 0 < share < 1  # the contrastive negative's share of the negatives' softmax weight
+    for name in ("quality_vs_time_ml-100k.png", "item_norm_vs_popularity_ml-100k.png"):
+        assert (out / name).stat().st_size > 1000
+    epochs = _csv(out / "diagnose_per_epoch.csv")
+    assert all(r["train_loss"] for r in epochs) and any(r["grad_share_dns"] for r in epochs)

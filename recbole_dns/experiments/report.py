@@ -282,18 +282,21 @@ def ablation_table(out: Path, groups: list[Group], reference: str, alpha: float)
     return "\n".join(lines), pvals
 
 
-def diagnose_table(groups: list[Group], reference: str | None = None) -> str:
+def diagnose_table(groups: list[Group]) -> str:
     """Per model: mean over training of the false-negative rates and of the contrastive negatives' share of
     the softmax weight, Spearman rho of item norm against popularity, best validation NDCG@10, and the
-    epochs and seconds to reach 95% of the reference's (the first row's) best validation NDCG@10."""
+    epochs and seconds to reach 95% of the base model's best validation NDCG@10 (for a DNS variant, its base's)."""
+    from recbole_dns import models
+
     lines = ["| dataset | model | F-N rate i- (%) | F-N rate i'- (%) | i'- share of the negatives' weight | "
-             "rho(item norm, popularity) | best valid NDCG@10 (epoch) | epochs / seconds to 95% of the first row's best |",
+             "rho(item norm, popularity) | best valid NDCG@10 (epoch) | epochs / seconds to 95% of the base's best |",
              "|---|---|---|---|---|---|---|---|"]
     for dataset in dict.fromkeys(g.dataset for g in groups):
         rows = [g for g in groups if g.dataset == dataset]
-        ref = next((g for g in rows if g.label == reference), rows[0])
-        target = 0.95 * np.mean([max(c["valid_ndcg@10"] for c in r["curve"]) for r in ref.results if r["curve"]])
+        by_model = {g.model: g for g in rows}
         for g in rows:
+            ref = by_model.get(models.base_of(g.model), g) if models.is_dns_model(g.model) else g
+            target = 0.95 * np.mean([max(c["valid_ndcg@10"] for c in r["curve"]) for r in ref.results if r["curve"]])
             shares = [np.mean([d["grad_share_dns"] for d in r.get("diagnostics", []) if "grad_share_dns" in d])
                       for r in g.results if any("grad_share_dns" in d for d in r.get("diagnostics", []))]
             reach = [next(((c["epoch"] + 1, c["time_s"]) for c in r["curve"] if c["valid_ndcg@10"] >= target), None)
