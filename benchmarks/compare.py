@@ -5,7 +5,8 @@
 
 Every run uses the same seed, split (8:1:1 random, full ranking) and epoch budget with early stopping.
 Prints a markdown table (best-validation epoch's test NDCG@10 / Recall@10 / MAP@10, epochs run,
-seconds per training epoch) and writes it, with a CSV, to ``--out``.
+seconds per training epoch) and writes it, with a CSV, to ``--out``. A run stopped by bad data or a bad
+setting (a ``ConfigError``) gets its one-line reason in the table's ``error`` column; the others run on.
 """
 
 from __future__ import annotations
@@ -22,11 +23,16 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from recbole_dns.errors import ConfigError  # noqa: E402
 from recbole_dns.quick_start import prepare  # noqa: E402
 
 
 def _value(text: str):
-    return yaml.safe_load(text)
+    """A YAML value; text that is not YAML (RecBole's intervals such as ``[0,20)``) stays a string."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
 
 
 def run_one(model: str, dataset: str, config: dict) -> dict:
@@ -91,15 +97,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for combo in combos:
             extra = dict(zip(grid_keys, combo))
             print(f"== {model} {extra}", flush=True)
-            row = run_one(model, args.dataset, {**base, **extra})
+            try:
+                row = run_one(model, args.dataset, {**base, **extra})
+            except ConfigError as err:
+                row = {"model": model, "error": f"{type(err).__name__}: {err}"}
             row.update({k: extra.get(k, "") for k in grid_keys})
             print(f"   {row}", flush=True)
             rows.append(row)
 
     cols = ["model", *grid_keys, "valid_ndcg@10", "test_ndcg@10", "test_recall@10", "test_map@10", "epochs", "s_per_epoch"]
+    cols += ["error"] if any("error" in r for r in rows) else []
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
-        lines.append("| " + " | ".join(f"{r[c]:.4f}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
+        cells = (r.get(c, "") for c in cols)
+        lines.append("| " + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in cells) + " |")
     table = "\n".join(lines)
     print(f"\n{args.dataset}, settings {base}\n\n{table}")
     out = Path(args.out)
@@ -107,7 +118,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     stem = args.name or args.dataset
     (out / f"{stem}.md").write_text(f"{args.dataset}, settings {base}\n\n{table}\n")
     with open(out / f"{stem}.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
         writer.writeheader()
         writer.writerows(rows)
     return rows

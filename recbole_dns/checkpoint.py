@@ -125,6 +125,7 @@ class CheckpointMixin:
         self._loader_rng: dict[str, torch.Generator] = {}
         self._resumed_loader_rng: dict | None = None
         self.last_valid_result: dict | None = None
+        self.last_saved_epoch: int | None = None  # epoch of the checkpoint in saved_model_file
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         gen = getattr(train_data, "generator", None)
@@ -162,6 +163,8 @@ class CheckpointMixin:
             "rng_state": rng_state(self._loader_rng),
         }
         save_checkpoint(state, saved_model_file)
+        if saved_model_file == self.saved_model_file:
+            self.last_saved_epoch = epoch
         if verbose:
             self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
 
@@ -176,6 +179,7 @@ class CheckpointMixin:
                 f"but this run's model is {self.config['model']!r}"
             )
         self.start_epoch = checkpoint["epoch"] + 1
+        self.last_saved_epoch = checkpoint["epoch"]
         self.cur_step = checkpoint["cur_step"]
         self.best_valid_score = checkpoint["best_valid_score"]
         self.best_valid_result = checkpoint.get("best_valid_result")
@@ -183,6 +187,8 @@ class CheckpointMixin:
         model.load_state_dict(checkpoint["state_dict"])
         model.load_other_parameter(checkpoint.get("other_parameter"))
         self.optimizer.load_state_dict(checkpoint["optimizer"])
+        for group in self.optimizer.param_groups:  # this run's learning_rate: a resume may lower it
+            group["lr"] = self.learning_rate
         state = checkpoint.get("rng_state")
         if state is not None and rank_and_world()[0] == 0:
             set_rng_state(state)

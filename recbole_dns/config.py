@@ -11,7 +11,7 @@ import recbole
 from recbole.config import Config as RecBoleConfig
 
 from recbole_dns import models
-from recbole_dns.dns import REFRESH_DTYPES, SAMPLERS
+from recbole_dns.dns import DRAWS, PREDICTIONS, REFRESH_DTYPES, SAMPLERS, SIMILARITIES
 from recbole_dns.errors import ConfigError
 
 
@@ -42,6 +42,19 @@ DNS_KEYS: dict[str, tuple[Any, str]] = {
     "dns_refresh_mb": (lambda v: _is_number(v) and v > 0, "a number > 0 (MiB)"),
     "dns_refresh_dtype": (lambda v: v in REFRESH_DTYPES, " | ".join(REFRESH_DTYPES)),
     "dist_timeout": (lambda v: _is_number(v) and v > 0, "a number > 0 (seconds)"),
+    "dns_negs": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "dns_candidates": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "dns_similarity": (lambda v: v in SIMILARITIES, " | ".join(SIMILARITIES)),
+    "dns_keep_static": (lambda v: isinstance(v, bool), "true or false"),
+    "dns_l2_dns_neg": (lambda v: isinstance(v, bool), "true or false"),
+    "dns_warmup": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "dns_skip": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "dns_draw": (lambda v: v in DRAWS, " | ".join(DRAWS)),
+    "dns_predict": (lambda v: v in PREDICTIONS, " | ".join(PREDICTIONS)),
+    "train_seed": (lambda v: v is None or _is_int(v), "an integer or null"),
+    "log_fn_rate": (lambda v: isinstance(v, bool), "true or false"),
+    "log_entropy": (lambda v: isinstance(v, bool), "true or false"),
+    "log_grad_share": (lambda v: isinstance(v, bool), "true or false"),
 }
 
 

@@ -3,3 +3,7 @@
 
 class ConfigError(ValueError):
     """A configuration value out of its allowed range, an unknown model or an unusable dataset."""
+
+
+class LossNotFiniteError(ConfigError):
+    """A training loss term became nan or infinite (usually a learning rate or loss weight too large)."""

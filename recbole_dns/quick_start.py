@@ -7,17 +7,22 @@ import sys
 from logging import getLogger
 from typing import Any, Callable
 
+import torch
+
 from recbole_dns.config import Config
 from recbole_dns.errors import ConfigError
 from recbole_dns.trainer import get_trainer
 
 
 def _create_dataset(config):
-    """RecBole's ``create_dataset``, with a clear error when the atomic files are missing offline."""
+    """RecBole's ``create_dataset`` between this package's checks (:mod:`recbole_dns.checks`): a clear
+    error when the atomic files are missing offline, empty or unusable, or when the filters leave nothing."""
     import os
     from urllib.error import URLError
 
     from recbole.data import create_dataset
+
+    from recbole_dns.checks import check_atomic_files, check_dataset, no_rows_left
 
     path = config["data_path"]
     name = config["dataset"]
@@ -25,14 +30,19 @@ def _create_dataset(config):
         f"put the atomic files at {os.path.join(path, name + '.inter')} "
         f"(or pass --data_path=DIR with DIR/{name}/{name}.inter)"
     )
+    check_atomic_files(config)
     try:
-        return create_dataset(config)
+        dataset = create_dataset(config)
     except (URLError, OSError) as err:
         raise ConfigError(f"dataset '{name}' is not at {path} and could not be downloaded ({err}); {hint}") from None
     except ValueError as err:
         if "a known dataset name" in str(err):
             raise ConfigError(f"dataset '{name}' not found at {path} and not a RecBole dataset name; {hint}") from None
+        if "Some feat is empty" in str(err):  # RecBole 1.2.1, Dataset._reset_index
+            raise no_rows_left(config) from None
         raise
+    check_dataset(config, dataset)
+    return dataset
 
 
 def prepare(
@@ -56,6 +66,12 @@ def prepare(
     )
     _, model_obj, train_data, valid_data, test_data = _data_and_model(config)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"], config.model_class)(config, model_obj)
+    if config["log_fn_rate"] or config["log_entropy"] or config["log_grad_share"]:
+        from recbole_dns.diagnostics import TrainingMonitor, positives_matrix
+
+        test_positives = positives_matrix(test_data) if config["log_fn_rate"] else None
+        trainer.monitor = TrainingMonitor(test_positives, config["log_entropy"], config["device"],
+                                          grad_share=config["log_grad_share"])
     return config, trainer, train_data, valid_data, test_data
 
 
@@ -72,7 +88,11 @@ def _data_and_model(config):
     data = _create_dataset(config)
     logger.info(data)
     train_data, valid_data, test_data = data_preparation(config, data)
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    # the split above follows `seed`; the model's initialisation and the training order follow `train_seed`
+    train_seed = config["seed"] if config["train_seed"] is None else config["train_seed"]
+    if train_seed != config["seed"] and isinstance(getattr(train_data, "generator", None), torch.Generator):
+        train_data.generator.manual_seed(train_seed)
+    init_seed(train_seed + config["local_rank"], config["reproducibility"])
     model = config.model_class(config, train_data._dataset).to(config["device"])
     logger.info(model)
     return data, model, train_data, valid_data, test_data
@@ -166,7 +186,13 @@ def _from_config_files(files: list[str], key: str) -> str | None:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Command line, with the flags of RecBole's ``run_recbole.py``; other ``--key=value`` pairs
-    go into the config (RecBole's rule). Without flags: BPR_DNS on the embedded ml-100k."""
+    go into the config (RecBole's rule). Without flags: BPR_DNS on the embedded ml-100k.
+    ``recbole-dns experiments ...`` is ``python -m recbole_dns.experiments ...``."""
+    args_in = sys.argv[1:] if argv is None else list(argv)
+    if args_in[:1] == ["experiments"]:
+        from recbole_dns.experiments import main as experiments_main
+
+        return experiments_main(args_in[1:])
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", "-m", type=str, default=None, help=f"model name (default {DEFAULT_MODEL})")
     parser.add_argument("--dataset", "-d", type=str, default=None, help=f"dataset name (default {DEFAULT_DATASET})")

@@ -204,11 +204,14 @@ def write_results(results: Any, out: Path, key: str, mode: str, param_keys: list
 
 
 def _error_line(error: BaseException | None) -> str:
-    """The exception's own message (the last line of Ray's wrapped traceback), without colour codes."""
+    """The exception's own line (the last line of Ray's wrapped traceback), without colour codes and without
+    the exception's module: ``ConfigError: <message>``."""
     if error is None:
         return ""
     lines = [line for line in re.sub(r"\x1b\[[0-9;]*m", "", str(error)).splitlines() if line.strip()]
-    return lines[-1].strip()[:300] if lines else type(error).__name__
+    if not lines:
+        return type(error).__name__
+    return re.sub(r"^(?:[A-Za-z_]\w*\.)+(?=\w+(?:Error|Exception)\b)", "", lines[-1].strip())[:1000]
 
 
 def plot_n_k(rows: list[dict], out: Path, key: str) -> None:

@@ -49,3 +49,17 @@ def test_command_line_missing_dataset_is_one_line(tmp_path):
     )
     assert out.returncode == 2
     assert "no-such-data.inter" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_ml_1m_preset_keeps_ratings_of_4_and_above(tmp_path):
+    """properties/dataset/ml-1m.yaml: the paper's MovieLens-1M keeps only ratings >= 4."""
+    from recbole.data import create_dataset
+
+    from recbole_dns import Config
+
+    data = _place(tmp_path, "ml-1m")
+    config = Config(model="BPR", dataset="ml-1m", read_cmd_line=False,
+                    config_dict={"data_path": str(data), "state": "WARNING"})
+    assert config["val_interval"] == {"rating": "[4,inf)"}
+    ratings = [float(line.split("\t")[2]) for line in ML100K.read_text().splitlines()[1:]]
+    assert create_dataset(config).inter_num == sum(r >= 4 for r in ratings) == 55375

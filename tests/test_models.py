@@ -54,7 +54,7 @@ def test_bpr_dns_loss_is_the_dns_loss_plus_l2(prepare, monkeypatch, require_pow)
     model = trainer.model
     batch = _batch(model.n_users, model.n_items)
     dns_neg = torch.randint(1, model.n_items, (len(batch),))
-    monkeypatch.setattr(model.dns_pool, "sample", lambda users: dns_neg)
+    monkeypatch.setattr(model.dns_pool, "sample", lambda users, m=1, items=None: dns_neg)
     main, l2 = model.calculate_loss(batch)
     e = model.user_embedding(batch["user_id"]), *(model.item_embedding(i) for i in (batch["item_id"], batch["neg_item_id"], dns_neg))
     assert main.item() == pytest.approx(dns_loss(*e, 0.3).item(), rel=1e-6)

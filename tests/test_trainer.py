@@ -71,8 +71,8 @@ def test_each_instance_gets_one_negative_from_its_users_pool(prepare, monkeypatc
     batches = []
     original = DNSPool.sample
 
-    def spy(self, users):
-        negs = original(self, users)
+    def spy(self, users, m=1, items=None):
+        negs = original(self, users, m, items)
         batches.append((users.clone(), negs.clone()))
         return negs
 

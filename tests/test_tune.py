@@ -123,3 +123,92 @@ def test_sweep_command_line_errors(args, message):
     out = subprocess.run([sys.executable, str(ROOT / "tune" / "sweep.py"), *args], capture_output=True, text=True,
                          env=env, cwd=ROOT, timeout=300)
     assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+
+
+def _free_ports(n):
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _wait_for_port(port, head, timeout=120):
+    import socket
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert head.poll() is None, "ray start --head exited"
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise TimeoutError(f"Ray head not listening on {port} after {timeout} s")
+
+
+def test_quick_sweep_on_a_ray_cluster_reports_a_bad_data_trial_and_finishes_the_others(tmp_path):
+    """A local Ray head with 2 CPUs (started and stopped here, by its own pid), the quick sweep against it
+    with --address, plus a dataset grid where one dataset's .inter file is empty."""
+    import shutil
+    import signal
+    import tempfile
+
+    data = tmp_path / "data"
+    (data / "broken").mkdir(parents=True)
+    (data / "broken" / "broken.inter").write_text("")
+    space = load_space(ROOT / "tune" / "spaces" / "quick.yaml")
+    space["params"]["dataset"] = {"grid": ["ml-100k", "broken"]}  # ml-100k is RecBole's own, whatever data_path
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
+
+    gcs, *others = _free_ports(8)
+    names = ["node-manager-port", "object-manager-port", "ray-client-server-port", "dashboard-agent-listen-port",
+             "dashboard-agent-grpc-port", "metrics-export-port", "dashboard-port"]
+    temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must stay under 108 bytes
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    log = open(tmp_path / "head.log", "w")
+    head = subprocess.Popen(
+        [sys.executable, "-c", "from ray.scripts.scripts import main; main()", "start", "--head", "--block",
+         "--num-cpus=2", "--num-gpus=0", f"--port={gcs}", "--include-dashboard=false", f"--temp-dir={temp_dir}",
+         *(f"--{name}={port}" for name, port in zip(names, others))],
+        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
+    )
+    try:
+        _wait_for_port(gcs, head)
+        out = subprocess.run(
+            [sys.executable, str(ROOT / "tune" / "sweep.py"), "--model=BPR_DNS", "--dataset=ml-100k",
+             f"--space={tmp_path / 'space.yaml'}", f"--out={tmp_path / 'sweep'}", f"--address=127.0.0.1:{gcs}",
+             "--max-concurrent=2", "--max-retries=0", "--quiet", "--set", f"data_path={data}"],
+            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=540,
+        )
+        assert head.poll() is None  # the sweep left the cluster running ...
+        # ... and ran its trials there: the head's workers logged into its session folder
+        assert list(Path(temp_dir).glob("session_*/logs/worker-*.out"))
+    finally:
+        head.send_signal(signal.SIGTERM)  # ray start --block stops its own processes on SIGTERM
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            head.kill()
+            head.wait()
+        log.close()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    with open(tmp_path / "sweep" / "trials.csv") as f:
+        rows = {(r["dataset"], int(r["dns_k"])): r for r in csv.DictReader(f)}
+    assert set(rows) == {(d, k) for d in ("ml-100k", "broken") for k in (20, 50)}
+    message = (f"{data / 'broken' / 'broken.inter'} is empty: a .inter file needs a header line "
+               "(e.g. user_id:token<TAB>item_id:token) and one line per interaction")
+    for k in (20, 50):
+        assert rows[("ml-100k", k)]["status"] == "TERMINATED" and 0 < float(rows[("ml-100k", k)]["test_ndcg@10"]) <= 1
+        assert rows[("broken", k)]["status"] == "ERROR"
+        assert rows[("broken", k)]["error"] == f"ConfigError: {message}"
+        assert f"(dataset=broken, dns_k={k}) failed: ConfigError: {message}" in out.stdout
+    assert "4 trials, 2 failed" in out.stdout
+    best = yaml.safe_load((tmp_path / "sweep" / "best.yaml").read_text())
+    assert best["dataset"] == "ml-100k"

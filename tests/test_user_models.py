@@ -50,7 +50,7 @@ class NGCF_DNS(DNSModel, NGCF):
         return self.forward()
 
     def extra_losses(self, b):  # NGCF's own L2 term on the final embeddings, with i'- included
-        return (self.reg_weight * self.reg_loss(b.user_e, b.pos_e, b.neg_e, b.dns_neg_e),)
+        return (self.reg_weight * self.reg_loss(b.user_e, *b.item_embeddings()),)
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -52,7 +52,10 @@ def main(argv: list[str] | None = None) -> None:
             key, sep, value = item.partition("=")
             if not sep:
                 raise ConfigError(f"--set takes KEY=VALUE; got {item!r}")
-            overrides[key] = yaml.safe_load(value)
+            try:
+                overrides[key] = yaml.safe_load(value)
+            except yaml.YAMLError:  # not YAML, e.g. RecBole's interval "[0,20)": the text itself
+                overrides[key] = value
         files = args.config_files.split() if args.config_files else None
         for path in files or []:
             if not Path(path).is_file():
@@ -69,6 +72,9 @@ def main(argv: list[str] | None = None) -> None:
         resume=args.resume, config_files=files, overrides=overrides, verbose=0 if args.quiet else 1,
     )
     failed = [r for r in rows if r["status"] != "TERMINATED"]
+    for r in failed:
+        params = ", ".join(f"{k}={r[k]}" for k in sorted(space.get("params", {})))
+        print(f"trial {r['trial_id']} ({params}) failed: {r['error']}")
     print(f"{len(rows)} trials, {len(failed)} failed; results in {Path(args.out).resolve()}")
 
 

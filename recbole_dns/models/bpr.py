@@ -26,6 +26,8 @@ class BPR(RecBoleBPR):
     ``reg_weight: 0`` this is exactly RecBole's BPR.
     """
 
+    loss_terms = ("bpr", "l2")  # what calculate_loss returns, for error messages
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.reg_weight = float(config["reg_weight"] or 0.0)

@@ -17,10 +17,12 @@ class BPR_DNS(DNSModel, BPR):
     does not say whether its L2 covers ``i'-``). Prediction is BPR's dot product.
     """
 
+    loss_terms = ("dns", "l2")  # what calculate_loss returns, for error messages
+
     def train_tables(self):
         return self.user_table(), self.item_table()
 
     def extra_losses(self, batch: DNSBatch):
         if not self.reg_weight:
             return ()
-        return (self.l2_loss(batch.user_e, batch.pos_e, batch.neg_e, batch.dns_neg_e),)
+        return (self.l2_loss(batch.user_e, *batch.item_embeddings()),)

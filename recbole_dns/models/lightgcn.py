@@ -22,6 +22,8 @@ class LightGCN(EgoL2Mixin, RecBoleLightGCN):
     of norms by default, the paper's squared norm with ``require_pow: true``.
     """
 
+    loss_terms = ("bpr + l2",)  # what calculate_loss returns, for error messages
+
     def get_norm_adj_mat(self) -> torch.Tensor:
         return to_csr(symmetric_norm_adjacency(self.interaction_matrix))
 

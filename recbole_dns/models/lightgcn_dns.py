@@ -16,8 +16,10 @@ class LightGCN_DNS(DNSModel, LightGCN):
     no-grad propagation per refresh. Prediction is LightGCN's.
     """
 
+    loss_terms = ("dns", "l2")  # what calculate_loss returns, for error messages
+
     def train_tables(self):
         return self.forward()
 
     def extra_losses(self, batch: DNSBatch):
-        return (self.ego_loss(batch.users, batch.pos_items, batch.neg_items, batch.dns_neg_items),)
+        return (self.ego_loss(batch.users, *batch.item_ids()),)

@@ -55,6 +55,8 @@ class MixGCF(LightGCN):
     (their default). Prediction is LightGCN's.
     """
 
+    loss_terms = ("bpr", "l2")  # what calculate_loss returns, for error messages
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.n_negs = int(config["n_negs"])

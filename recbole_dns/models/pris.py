@@ -35,6 +35,8 @@ class PRIS(BPR):
     this package's choice: the paper tunes them per dataset. Prediction is the dot product.
     """
 
+    loss_terms = ("pris", "l2")  # what calculate_loss returns, for error messages
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.num_negs = int(config["num_negs"])

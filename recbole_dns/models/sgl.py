@@ -26,6 +26,8 @@ class SGL(EgoL2Mixin, RecBoleSGL):
     ignores it and always takes norms, not squared norms).
     """
 
+    loss_terms = ("bpr + l2 + ssl",)  # what calculate_loss returns, for error messages
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.require_pow = bool(config["require_pow"])

@@ -18,6 +18,8 @@ class SGL_DNS(DNSModel, SGL):
     full graph per refresh, without touching the augmented graphs. Prediction is SGL's.
     """
 
+    loss_terms = ("dns", "l2", "ssl")  # what calculate_loss returns, for error messages
+
     dns_reduction = "sum"
 
     def train_tables(self):
@@ -27,4 +29,4 @@ class SGL_DNS(DNSModel, SGL):
         user_sub1, item_sub1 = self.forward(self.sub_graph1)
         user_sub2, item_sub2 = self.forward(self.sub_graph2)
         ssl = self.calc_ssl_loss(batch.users, batch.pos_items, user_sub1, user_sub2, item_sub1, item_sub2)
-        return self.ego_loss(batch.users, batch.pos_items, batch.neg_items, batch.dns_neg_items), ssl
+        return self.ego_loss(batch.users, *batch.item_ids()), ssl

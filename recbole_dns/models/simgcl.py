@@ -27,6 +27,8 @@ class SimGCL(LightGCN):
     as in RecBole's LightGCN) where the authors' code regularises the propagated embeddings.
     """
 
+    loss_terms = ("bpr", "l2", "cl")  # what calculate_loss returns, for error messages
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.eps = float(config["eps"])

@@ -16,9 +16,11 @@ class SimGCL_DNS(DNSModel, SimGCL):
     is built from one no-grad propagation without noise per refresh. Prediction is SimGCL's.
     """
 
+    loss_terms = ("dns", "l2", "cl")  # what calculate_loss returns, for error messages
+
     def train_tables(self):
         return self.forward()
 
     def extra_losses(self, batch: DNSBatch):
-        reg = self.ego_loss(batch.users, batch.pos_items, batch.neg_items, batch.dns_neg_items)
+        reg = self.ego_loss(batch.users, *batch.item_ids())
         return reg, self.cl_loss(batch.interaction)

@@ -1,0 +1,294 @@
+"""The paper's study as one command: ``python -m recbole_dns.experiments EXPERIMENT --dataset=NAME ...``.
+
+Experiments (RQ numbers as in the paper):
+
+* ``samplers`` (RQ1, Table 2) - BPR with its static random sampler against BPR_DNS with the dynamic
+  random, similar and dissimilar pools: NDCG@10 and the false-negative rates of ``i-`` and ``i'-``;
+* ``models`` (RQ2, Table 3) - PRIS, MixGCF and each base model with its ``_DNS`` variant;
+* ``grid`` (RQ3, Figure 2) - BPR_DNS over ``n`` with ``k`` fixed and over ``k`` with ``n`` fixed;
+* ``entropy`` (RQ4, Figure 3) - Eq. 6's entropy per epoch for BPR and BPR_DNS, with validation NDCG@10;
+* ``diagnose`` - a base model and its DNS variant with every diagnostic on: false-negative rates, the
+  contrastive negatives' share of the loss gradient, training loss and validation NDCG@10 per epoch and
+  per second, item norm against popularity;
+* ``ablation`` - the rows of a YAML file (``--variants``), each against a reference row.
+
+Every run trains on one fixed split (``seed``) with its own training seed, selects its best epoch on
+validation NDCG@10 only, and is tested under RecBole's full ranking and/or the paper's sampled test sets.
+Runs go in parallel through Ray and are resumable: a finished run's result stays in ``OUT/runs/``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import platform
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from recbole_dns.experiments.runs import BUDGETS, PROTOCOLS, RunSpec, execute
+
+EXPERIMENTS = ("samplers", "models", "grid", "entropy", "diagnose", "ablation")
+
+#: the paper's RQ3 values (Section 4.2)
+N_VALUES = (1, 5, 10, 20, 30, 40, 50)
+K_VALUES = (10, 50, 100, 150, 200, 250, 300)
+
+#: the paper's Table 3 rows
+MODELS = ("PRIS", "MixGCF", "BPR", "BPR_DNS", "LightGCN", "LightGCN_DNS", "SGL", "SGL_DNS", "SimGCL", "SimGCL_DNS")
+
+
+def _spec(experiment: str, dataset: str, model: str, label: str, seed: int, config: dict, opts: dict,
+          variant: dict | None = None) -> RunSpec:
+    return RunSpec(experiment=experiment, dataset=dataset, model=model, label=label, seed=seed,
+                   config=tuple(sorted(config.items())), protocol=opts["protocol"], test_sets=opts["test_sets"],
+                   negatives=opts["negatives"], data_path=opts.get("data_path"), variant=variant or {})
+
+
+def plan(experiment: str, datasets: list[str], opts: dict) -> list[RunSpec]:
+    """The runs of an experiment: one per dataset x row of its table (or grid point) x training seed."""
+    from recbole_dns import models as registry
+
+    if experiment not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {experiment!r}; choose one of {', '.join(EXPERIMENTS)}")
+    base_cfg = {**BUDGETS[opts["budget"]], **opts.get("overrides", {})}
+    chosen = opts.get("models") or []
+    specs: list[RunSpec] = []
+    for dataset in datasets:
+        for seed in range(opts["seeds"]):
+            def add(model: str, label: str, extra: dict | None = None, variant: dict | None = None) -> None:
+                specs.append(_spec(experiment, dataset, model, label, seed, {**base_cfg, **(extra or {})}, opts, variant))
+
+            if experiment == "samplers":
+                base = chosen[0] if chosen else "BPR"
+                variant_name = registry.dns_variant(base)
+                add(base, f"static random ({base})", {"log_fn_rate": True}, {"dns_sampler": None})
+                for sampler in ("random", "similar", "dissimilar"):
+                    add(variant_name, f"dynamic {sampler}", {"log_fn_rate": True, "dns_sampler": sampler},
+                        {"dns_sampler": sampler})
+            elif experiment == "models":
+                for model in chosen or MODELS:
+                    registry.get_model(model)
+                    add(model, model)
+            elif experiment == "grid":
+                model = registry.dns_variant(chosen[0]) if chosen else "BPR_DNS"
+                k_fixed, n_fixed = opts["k_fixed"], opts["n_fixed"]
+                for n, k in [(n, k_fixed) for n in opts["n_values"]] + [(n_fixed, k) for k in opts["k_values"]]:
+                    add(model, f"{model} n={n} k={k}", {"dns_n": n, "dns_k": k}, {"dns_n": n, "dns_k": k})
+            elif experiment == "diagnose":
+                watch = {"log_fn_rate": True, "log_grad_share": True}
+                for base in chosen or ["BPR"]:
+                    add(base, base, watch)
+                    add(registry.dns_variant(base), registry.dns_variant(base), watch)
+            elif experiment == "ablation":
+                for row in opts["variants"]["rows"]:
+                    registry.get_model(row["model"])
+                    extra = {**(row.get("config") or {}), **((row.get("datasets") or {}).get(dataset) or {})}
+                    add(row["model"], row["label"], extra, {"row": row["label"]})
+            elif experiment == "entropy":
+                base = chosen[0] if chosen else "BPR"
+                no_stop = {"log_entropy": True, "eval_step": 1, "stopping_step": int(base_cfg["epochs"]) + 1}
+                add(base, base, no_stop)
+                add(registry.dns_variant(base), registry.dns_variant(base), no_stop)
+    return specs
+
+
+def run_experiment(experiment: str, datasets: list[str], out: str | Path, *, models: list[str] | None = None,
+                   protocol: str = "full", seeds: int = 3, budget: str = "quick", overrides: dict | None = None,
+                   data_path: str | None = None, test_sets: int = 10, negatives: int = 100, alpha: float = 0.01,
+                   n_values: tuple = N_VALUES, k_values: tuple = K_VALUES, n_fixed: int = 10, k_fixed: int = 100,
+                   address: str | None = None, use_ray: bool = True, cpus_per_run: float = 1, parallel: int = 0,
+                   variants: dict | None = None, command: str | None = None) -> Path:
+    """Run (or resume) an experiment and write ``OUT/results.md`` (all experiments written to OUT so far),
+    ``OUT/<experiment>_*.csv`` and the figures. Returns the path of ``results.md``."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}; got {protocol!r}")
+    if budget not in BUDGETS:
+        raise ValueError(f"budget must be one of {', '.join(BUDGETS)}; got {budget!r}")
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1; got {seeds}")
+    out = Path(out).resolve()
+    if data_path:
+        data_path = str(Path(data_path).resolve())
+    opts = dict(protocol=protocol, seeds=seeds, budget=budget, overrides=overrides or {}, data_path=data_path,
+                test_sets=test_sets, negatives=negatives, models=models, n_values=n_values, k_values=k_values,
+                n_fixed=n_fixed, k_fixed=k_fixed, variants=variants)
+    if experiment == "ablation":
+        check_variants(variants)
+    specs = plan(experiment, datasets, opts)
+    execute(specs, out, address=address, use_ray=use_ray, cpus_per_run=cpus_per_run, parallel=parallel)
+    return write_report(experiment, specs, out, alpha, opts, command)
+
+
+def write_report(experiment: str, specs: list[RunSpec], out: Path, alpha: float, opts: dict, command: str | None) -> Path:
+    """The experiment's section of ``results.md``, its CSV files and figures, from the results on disk."""
+    import json
+
+    from recbole_dns.experiments import report
+
+    groups, errors = report.gather(out, specs)
+    report.write_csvs(out, experiment, groups)
+    budget = {**BUDGETS[opts["budget"]], **opts.get("overrides", {})}
+    head = [f"## {experiment}", "",
+            f"Command: `{command or 'run_experiment(...)'}`  ",
+            f"Budget `{opts['budget']}`: {json.dumps(budget)}; {opts['seeds']} training seed(s) on one split "
+            f"(RecBole's 8:1:1 random split, `seed` {budget.get('seed', 2020)}); best epoch by validation NDCG@10; "
+            f"protocol `{opts['protocol']}`" + (f" ({opts['test_sets']} sampled test sets of {opts['negatives']} negatives per user)"
+                                               if opts["protocol"] != "full" else "") + ".  ",
+            f"Written {datetime.datetime.now():%Y-%m-%d %H:%M} on {platform.machine()} ({_torch_version()}). "
+            f"Values: mean ± standard deviation over seeds; markers at Holm-adjusted p < {alpha} (paired t-test over users, "
+            "each user's value averaged over seeds and test sets).", ""]
+    body: list[str] = []
+    pvals: list[dict] = []
+    if experiment == "samplers":
+        table, pvals = report.samplers_table(out, groups, alpha)
+        body.append(table)
+        body.append("\n`*`: NDCG@10 differs significantly from the dynamic dissimilar sampler's. F-N rate: share of "
+                    "training instances whose negative is one of the user's test items, averaged over training.")
+        body += _expected_fn_rates(groups)
+    elif experiment == "models":
+        table, pvals = report.models_table(out, groups, alpha)
+        body.append(table)
+        body.append("\n`*` on a base model: its DNS variant differs significantly from it (on PRIS and MixGCF: the "
+                    "best DNS variant does); `†` on a DNS variant: it differs significantly from every other DNS "
+                    "variant of the table. Each table is one family for Holm's correction.")
+    elif experiment == "grid":
+        fixed = {"dns_n": opts["n_fixed"], "dns_k": opts["k_fixed"]}
+        body.append(report.grid_table(out, groups, fixed))
+        figs = report.grid_figures(groups, out, fixed)
+        body += [f"\n![{f.stem}]({f.name})" for f in figs]
+    elif experiment == "ablation":
+        table, pvals = report.ablation_table(out, groups, opts["variants"]["reference"], alpha)
+        body.append(table)
+        body.append(f"\n`*`: differs significantly from the reference row `{opts['variants']['reference']}` "
+                    "(paired t-test over users, Holm over the rows x metrics of the table).")
+        body.append("\nRows: " + "; ".join(f"`{r['label']}`: {r['model']} {json.dumps(r.get('config') or {})}"
+                                            + (f" per dataset {json.dumps(r['datasets'])}" if r.get("datasets") else "")
+                                            for r in opts["variants"]["rows"]))
+    elif experiment == "diagnose":
+        body.append(report.diagnose_table(groups))
+        figs = report.diagnose_figures(out, groups)
+        body += [f"\n![{f.stem}]({f.name})" for f in figs]
+        body.append("\nF-N rate: share of training instances whose negative is a test item of the user. i'- share: "
+                    "per instance, the softmax weight of the contrastive negative(s) over the weight of all the "
+                    "negatives (the gradient the loss sends through each negative is proportional to its weight), "
+                    "averaged over training. rho: Spearman correlation of item norm (the scoring tables) and training "
+                    "popularity at the best epoch.")
+    elif experiment == "entropy":
+        body.append(report.entropy_table(groups))
+        figs = report.entropy_figures(groups, out)
+        body += [f"\n![{f.stem}]({f.name})" for f in figs]
+        body.append("\nEntropy (Eq. 6, `recbole_dns.embedding_entropy`): the users' rows and one row per training "
+                    "instance's negative (BPR: its static random negative; the DNS variant: its contrastive negative "
+                    "only), softmax over each row's coordinates, summed, divided by d; early stopping off.")
+    if errors:
+        body.append("\nRuns that failed: " + "; ".join(f"{e['spec']['dataset']} {e['spec']['label']} seed "
+                                                       f"{e['spec']['seed']}: {e['error']}" for e in errors))
+    if pvals:
+        import csv
+
+        with open(out / f"{experiment}_pvalues.csv", "w", newline="") as f:
+            fields: list[str] = []
+            for row in pvals:
+                fields += [k for k in row if k not in fields]
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(pvals)
+    section = "\n".join(head + body) + "\n"
+    (out / f"{experiment}.md").write_text(section)
+    parts = [p.read_text() for e in EXPERIMENTS if (p := out / f"{e}.md").is_file()]
+    results = out / "results.md"
+    results.write_text("# recbole-dns experiments\n\n" + "\n".join(parts))
+    print(section)
+    return results
+
+
+def check_variants(variants: Any) -> None:
+    """An ablation's YAML: ``reference`` (a row label) and ``rows``, each with ``label`` and ``model``."""
+    from recbole_dns.errors import ConfigError
+
+    if not isinstance(variants, dict) or not isinstance(variants.get("rows"), list) or not variants["rows"]:
+        raise ConfigError("ablation variants must be a mapping with a non-empty list `rows` (label, model, config)")
+    labels = []
+    for row in variants["rows"]:
+        if not isinstance(row, dict) or not {"label", "model"} <= set(row):
+            raise ConfigError(f"every ablation row needs `label` and `model`; got {row!r}")
+        labels.append(row["label"])
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"ablation row labels must be unique; got {labels}")
+    if variants.get("reference") not in labels:
+        raise ConfigError(f"ablation `reference` must be one of the row labels {labels}; got {variants.get('reference')!r}")
+
+
+def _expected_fn_rates(groups: list) -> list[str]:
+    lines = []
+    for g in groups:
+        exp = [r.get("expected_fn_rate_static") for r in g.results if r.get("expected_fn_rate_static") is not None]
+        if exp and g.variant.get("dns_sampler") is None:
+            lines.append(f"\nExpected F-N rate of the static sampler on {g.dataset}, from the split alone: "
+                         f"{sum(exp) / len(exp) * 100:.4f}% (measured {g.fn_rate('static') * 100:.4f}%).")
+    return lines
+
+
+def _torch_version() -> str:
+    import torch
+
+    return f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """Command line: ``python -m recbole_dns.experiments EXPERIMENT --dataset=NAME [options]``."""
+    import argparse
+
+    import yaml
+
+    from recbole_dns.errors import ConfigError
+
+    p = argparse.ArgumentParser(prog="python -m recbole_dns.experiments", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("experiment", choices=EXPERIMENTS)
+    p.add_argument("--dataset", nargs="+", default=["ml-100k"], help="one or more RecBole dataset names")
+    p.add_argument("--data_path", default=None, help="folder with DATASET/DATASET.inter (default: RecBole's)")
+    p.add_argument("--models", nargs="+", default=None,
+                   help="models: the rows of `models`; the base model of `samplers`, `grid`, `entropy` (default BPR)")
+    p.add_argument("--protocol", choices=PROTOCOLS, default="full")
+    p.add_argument("--seeds", type=int, default=3, help="training seeds per model (one split)")
+    p.add_argument("--budget", choices=sorted(BUDGETS), default="quick")
+    p.add_argument("--out", default="experiments", help="results folder (resumable)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config values for every run")
+    p.add_argument("--test-sets", type=int, default=10, help="sampled protocol: number of test sets T")
+    p.add_argument("--negatives", type=int, default=100, help="sampled protocol: negatives per user and test set")
+    p.add_argument("--alpha", type=float, default=0.01, help="significance level of the markers (after Holm)")
+    p.add_argument("--n-values", type=int, nargs="+", default=list(N_VALUES), help="grid: values of dns_n")
+    p.add_argument("--k-values", type=int, nargs="+", default=list(K_VALUES), help="grid: values of dns_k")
+    p.add_argument("--n-fixed", type=int, default=10, help="grid: dns_n while k varies")
+    p.add_argument("--k-fixed", type=int, default=100, help="grid: dns_k while n varies")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: a local Ray)")
+    p.add_argument("--cpus-per-run", type=float, default=1, help="CPUs (and torch threads) per training run")
+    p.add_argument("--parallel", type=int, default=0, help="runs at once (default: as many as the CPUs allow)")
+    p.add_argument("--no-ray", action="store_true", help="run one after another in this process")
+    p.add_argument("--variants", default=None, help="ablation: YAML file with `reference` and `rows` (label, model, config)")
+    args = p.parse_args(argv)
+    try:
+        overrides: dict[str, Any] = {}
+        for item in args.set:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ConfigError(f"--set takes KEY=VALUE; got {item!r}")
+            overrides[key] = yaml.safe_load(value)
+        if args.seeds < 1 or args.test_sets < 1 or args.negatives < 1:
+            raise ConfigError("--seeds, --test-sets and --negatives must be >= 1")
+        variants = None
+        if args.experiment == "ablation":
+            if not args.variants or not Path(args.variants).is_file():
+                raise ConfigError(f"ablation needs --variants FILE (a YAML file); got {args.variants!r}")
+            variants = yaml.safe_load(Path(args.variants).read_text())
+        command = "python -m recbole_dns.experiments " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+        return run_experiment(
+            args.experiment, args.dataset, args.out, models=args.models, protocol=args.protocol, seeds=args.seeds,
+            budget=args.budget, overrides=overrides, data_path=args.data_path, test_sets=args.test_sets,
+            negatives=args.negatives, alpha=args.alpha, n_values=tuple(args.n_values), k_values=tuple(args.k_values),
+            n_fixed=args.n_fixed, k_fixed=args.k_fixed, address=args.address, use_ray=not args.no_ray,
+            cpus_per_run=args.cpus_per_run, parallel=args.parallel, variants=variants, command=command)
+    except (ConfigError, ValueError) as err:
+        p.exit(2, f"{p.prog}: error: {err}\n")

@@ -1,0 +1,3 @@
+from recbole_dns.experiments import main
+
+main()

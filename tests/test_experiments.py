@@ -1,0 +1,272 @@
+"""The experiments command: protocols, statistics, diagnostics and the files each experiment writes."""
+
+import csv
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from recbole_dns.diagnostics import embedding_entropy, expected_static_fn_rate, positives_matrix
+from recbole_dns.evaluation import SampledTestSets, full_ranking
+from recbole_dns.experiments import run_experiment
+from recbole_dns.stats import holm, paired_ttest
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = {"epochs": 1, "train_batch_size": 4096}
+
+
+def _csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+# ---- statistics -----------------------------------------------------------------------------------------
+def test_paired_ttest_by_hand():
+    from scipy import stats
+
+    a, b = [1.0, 2.0, 3.0, 4.0, 5.0], [2.0, 2.0, 4.0, 4.0, 7.0]
+    d = np.array(a) - np.array(b)  # -1, 0, -1, 0, -2: mean -0.8, sample sd sqrt(0.7)
+    t_hand = -0.8 / (math.sqrt(0.7) / math.sqrt(5))
+    t, p = paired_ttest(a, b)
+    assert t == pytest.approx(t_hand, rel=1e-9) and t == pytest.approx(-2.13809, rel=1e-5)
+    assert p == pytest.approx(2 * stats.t.sf(abs(t_hand), df=4), rel=1e-9)
+    assert d.mean() == pytest.approx(-0.8)
+    assert paired_ttest(a, a) == (0.0, 1.0)
+    with pytest.raises(ValueError, match="two 1-D arrays of one length"):
+        paired_ttest([1, 2], [1, 2, 3])
+
+
+def test_holm_by_hand():
+    # sorted 0.005, 0.01, 0.03, 0.04 -> x4, x3, x2, x1 = 0.02, 0.03, 0.06, 0.04 -> running max 0.02, 0.03, 0.06, 0.06
+    assert np.allclose(holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])
+    assert np.allclose(holm([0.5, 0.6]), [1.0, 1.0])  # capped at 1
+
+
+# ---- diagnostics -------------------------------------------------------------------------------------------
+def test_embedding_entropy_by_hand():
+    users = torch.tensor([[0.0, 0.0]])  # softmax (1/2, 1/2): ln 2
+    items = torch.tensor([[math.log(3.0), 0.0], [math.log(3.0), 0.0]])  # (3/4, 1/4), twice
+    h_item = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
+    assert embedding_entropy(users, items) == pytest.approx((math.log(2) + 2 * h_item) / 2, rel=1e-6)
+    with pytest.raises(ValueError, match="one width"):
+        embedding_entropy(torch.zeros(1, 2), torch.zeros(1, 3))
+
+
+def test_static_false_negative_rate_matches_its_expectation(prepare):
+    config, trainer, train, valid, test = prepare("BPR", epochs=2, eval_step=0, log_fn_rate=True)
+    trainer.fit(train, None, saved=False)
+    measured = trainer.monitor.mean_fn_rates()["fn_rate_static"]
+    expected = expected_static_fn_rate(train._dataset, positives_matrix(test))
+    n = 2 * len(train._dataset)
+    assert abs(measured - expected) < 4 * math.sqrt(expected * (1 - expected) / n), (measured, expected)
+    assert 0.005 < expected < 0.05  # ml-100k: about 1.4 %
+
+
+def test_dns_false_negatives_are_counted_from_the_drawn_negatives(prepare, monkeypatch):
+    config, trainer, train, valid, test = prepare("BPR_DNS", epochs=1, eval_step=0, log_fn_rate=True, dns_k=10)
+    positives = positives_matrix(test)
+    seen = []
+    original = trainer.model.dns_pool.sample
+
+    def spy(users, m=1, items=None):
+        negs = original(users, m, items)
+        seen.append(np.asarray(positives[users.numpy().copy(), negs.numpy().copy()]).ravel())
+        return negs
+
+    monkeypatch.setattr(trainer.model.dns_pool, "sample", spy)
+    trainer.fit(train, None, saved=False)
+    brute = np.concatenate(seen).astype(np.float64)
+    assert trainer.monitor.history[0]["fn_rate_dns"] == pytest.approx(brute.mean(), abs=1e-12)
+
+
+# ---- protocols -------------------------------------------------------------------------------------------
+def test_per_user_full_ranking_averages_to_recboles_metric(prepare):
+    config, trainer, train, valid, test = prepare("BPR", epochs=2, eval_step=0)
+    trainer.fit(train, None, saved=False)
+    result, per_user = full_ranking(trainer, test)
+    assert len(per_user.users) == len(per_user.values["ndcg"]) > 900
+    for metric in ("ndcg", "recall", "map"):
+        assert per_user.values[metric].mean() == pytest.approx(result[f"{metric}@10"], abs=6e-5)
+
+
+def test_sampled_test_sets_are_fixed_by_their_seeds(prepare):
+    _, _, _, _, test = prepare("BPR")
+    a, b = SampledTestSets(test, 3, 50, seed=7), SampledTestSets(test, 3, 50, seed=7)
+    c = SampledTestSets(test, 3, 50, seed=8)
+    for t in range(3):
+        assert torch.equal(a.negatives[t], b.negatives[t])  # same seeds: same negatives, call after call
+        assert not torch.equal(a.negatives[t], c.negatives[t])
+    assert not torch.equal(a.negatives[0], a.negatives[1])  # each set has its own seed
+    neg = a.negatives[0]
+    for row, u in enumerate(a.users.tolist()[:200]):
+        seen = set(test.uid2positive_item[u].tolist()) | set(test.uid2history_item[u].tolist())
+        assert len(set(neg[row].tolist())) == 50 and not seen & set(neg[row].tolist()) and 0 not in neg[row]
+
+
+class ScoresByItemId(torch.nn.Module):
+    """A stand-in model that scores item i with i (or a fixed random permutation of it)."""
+
+    USER_ID = "user_id"
+
+    def __init__(self, n_items, seed):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.scores = torch.randperm(n_items, generator=torch.Generator().manual_seed(seed)).float()
+
+    def full_sort_predict(self, interaction):
+        return self.scores.repeat(len(interaction["user_id"]), 1).view(-1)
+
+
+def test_sampled_metrics_against_brute_force(prepare):
+    config, _, _, _, test = prepare("BPR")
+    sets = SampledTestSets(test, 2, 20, seed=1)
+    model = ScoresByItemId(test._dataset.item_num, seed=3)
+    results = sets.evaluate(model, config)
+    for t, per_user in enumerate(results):
+        for row in (0, 5, 100, 500):
+            u = int(sets.users[row])
+            pos = set(test.uid2positive_item[u].tolist())
+            cand = list(pos) + sets.negatives[t][row].tolist()
+            ranked = sorted(cand, key=lambda i: -model.scores[i])[:10]
+            gains = [1 / math.log2(r + 2) for r, i in enumerate(ranked) if i in pos]
+            ideal = sum(1 / math.log2(r + 2) for r in range(min(len(pos), 10)))
+            assert per_user.values["ndcg"][row] == pytest.approx(sum(gains) / ideal, rel=1e-9)
+            assert per_user.values["recall"][row] == pytest.approx(len(gains) / len(pos), rel=1e-9)
+
+
+# ---- the experiments, end to end ---------------------------------------------------------------------------
+def _markers_agree_with_pvalues(md_text, pvalues, alpha, marker, rows_key):
+    """Every significant comparison puts its marker on the right row, and no marker is unexplained."""
+    for row in pvalues:
+        significant = row["p_holm"] not in ("", "nan") and float(row["p_holm"]) < alpha
+        line = next(l for l in md_text.splitlines() if l.startswith(f"| {row[rows_key]} |"))
+        if significant:
+            assert marker in line, (row, line)
+
+
+def test_samplers_and_models_experiments_write_consistent_tables(tmp_path):
+    out = tmp_path / "exp"
+    run_experiment("samplers", ["ml-100k"], out, seeds=2, protocol="both", test_sets=2, negatives=30,
+                   overrides=TINY, use_ray=False, alpha=0.01)
+    rows = _csv(out / "samplers_runs.csv")
+    assert len(rows) == 4 * 2 * (1 + 2)  # samplers x seeds x (full + 2 sampled sets)
+    for col in ("label", "seed", "protocol", "test_set", "ndcg@10", "recall@10", "map@10", "fn_rate_static", "fn_rate_dns"):
+        assert col in rows[0]
+    assert {r["label"] for r in rows} == {"static random (BPR)", "dynamic random", "dynamic similar", "dynamic dissimilar"}
+    assert all(r["fn_rate_dns"] == "" for r in rows if r["label"].startswith("static"))
+    per_user = _csv(out / "samplers_per_user.csv")
+    assert len(per_user) == 4 * 2 * 2 * 943  # labels x seeds x protocols x test users
+    md = (out / "samplers.md").read_text()
+    assert "Expected F-N rate of the static sampler" in md
+    pvalues = _csv(out / "samplers_pvalues.csv")
+    assert len(pvalues) == 2 * 3  # protocols x (dissimilar vs each other sampler)
+    for protocol in ("full", "sampled"):
+        section = md.split(f"**ml-100k, {protocol} ranking**")[1].split("**")[0]
+        for row in (r for r in pvalues if r["protocol"] == protocol):
+            line = next(l for l in section.splitlines() if l.startswith(f"| {row['b']} |"))
+            ndcg_cell = line.split("|")[4]
+            assert ("*" in ndcg_cell) == (float(row["p_holm"]) < 0.01), (row, line)
+
+    # models, through Ray, into the same folder: results.md holds both experiments
+    run_experiment("models", ["ml-100k"], out, models=["BPR", "BPR_DNS"], seeds=2, protocol="full",
+                   overrides=TINY, use_ray=True, parallel=2)
+    md = (out / "models.md").read_text()
+    assert "| improvement over BPR |" in md
+    for row in _csv(out / "models_pvalues.csv"):
+        if row["test"] == "*" and float(row["p_holm"]) < 0.01:
+            line = next(l for l in md.splitlines() if l.startswith(f"| {row['a']} |"))
+            assert "*" in line
+    results = (out / "results.md").read_text()
+    assert "## samplers" in results and "## models" in results
+
+
+def test_grid_and_entropy_experiments_write_figures_and_resume(tmp_path, capsys):
+    out = tmp_path / "exp"
+    kwargs = dict(seeds=1, overrides={**TINY, "epochs": 2}, use_ray=False, n_values=(1, 5), k_values=(10, 50),
+                  n_fixed=5, k_fixed=50)
+    run_experiment("grid", ["ml-100k"], out, **kwargs)
+    rows = _csv(out / "grid_runs.csv")
+    assert sorted((int(r["dns_n"]), int(r["dns_k"])) for r in rows) == [(1, 50), (5, 10), (5, 50)]  # shared point once
+    md = (out / "grid.md").read_text()
+    assert re.search(r"\| 50 \| 0\.\d{4} \|", md.split("against dns_k")[1])  # the shared point on both axes
+    for name in ("fig2_full_ndcg_vs_n.png", "fig2_full_ndcg_vs_k.png"):
+        assert (out / name).stat().st_size > 1000
+    capsys.readouterr()
+    run_experiment("grid", ["ml-100k"], out, **kwargs)  # resumed: nothing is rerun
+    assert "0 run(s) to do, 3 already done" in capsys.readouterr().out
+
+    run_experiment("entropy", ["ml-100k"], out, seeds=1, overrides={**TINY, "epochs": 3, "stopping_step": 1}, use_ray=False)
+    epochs = _csv(out / "entropy_per_epoch.csv")
+    assert sorted({r["label"] for r in epochs}) == ["BPR", "BPR_DNS"]
+    for label in ("BPR", "BPR_DNS"):
+        mine = [r for r in epochs if r["label"] == label]
+        assert len(mine) == 3 and all(float(r["entropy"]) > 0 and r["valid_ndcg@10"] for r in mine)  # early stopping off
+    assert (out / "fig3_entropy_ml-100k.png").stat().st_size > 1000
+
+
+def test_a_failing_run_is_reported_and_the_others_finish(tmp_path):
+    out = tmp_path / "exp"
+    run_experiment("models", ["ml-100k"], out, models=["BPR", "BPR_DNS"], seeds=1, overrides={**TINY, "dns_k": 5000},
+                   use_ray=False)
+    md = (out / "models.md").read_text()
+    assert "Runs that failed: ml-100k BPR_DNS seed 0: ConfigError: config key 'dns_k' must be between 1" in md
+    assert "| BPR |" in md
+
+
+@pytest.mark.parametrize("args,message", [
+    (["samplers", "--protocol=some"], "invalid choice: 'some'"),
+    (["samplers", "--set", "epochs"], "--set takes KEY=VALUE"),
+    (["models", "--models", "BRP"], "unknown model 'BRP'"),
+    (["samplers", "--seeds=0"], "must be >= 1"),
+])
+def test_bad_arguments_exit_2_with_one_line(args, message, tmp_path, capsys):
+    from recbole_dns.experiments import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, f"--out={tmp_path}", "--no-ray"])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_command_line_and_recbole_dns_subcommand(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-m", "recbole_dns.experiments", "nope"], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert out.returncode == 2 and "invalid choice: 'nope'" in out.stderr and "Traceback" not in out.stderr
+    from recbole_dns.quick_start import main
+
+    with pytest.raises(SystemExit) as exit_info:  # recbole-dns experiments ... is the same command
+        main(["experiments", "grid", "--models", "NeuMF", f"--out={tmp_path}", "--no-ray"])
+    assert exit_info.value.code == 2
+
+
+def test_ablation_and_diagnose_experiments(tmp_path):
+    out = tmp_path / "exp"
+    variants = {"reference": "BPR", "rows": [
+        {"label": "BPR", "model": "BPR"},
+        {"label": "warm-up 1", "model": "BPR_DNS", "config": {"dns_warmup": 1}},
+    ]}
+    run_experiment("ablation", ["ml-100k"], out, seeds=2, overrides={**TINY, "epochs": 2}, use_ray=False, variants=variants)
+    md = (out / "ablation.md").read_text()
+    pvalues = _csv(out / "ablation_pvalues.csv")
+    assert {(r["b"], r["metric"]) for r in pvalues} == {("warm-up 1", m) for m in ("ndcg@10", "recall@10", "map@10")}
+    line = next(l for l in md.splitlines() if l.startswith("| warm-up 1 |"))
+    p = float(next(r["p_holm"] for r in pvalues if r["metric"] == "ndcg@10"))
+    assert ("*" in line.split("|")[3]) == (p < 0.01) and "Rows: `BPR`: BPR {}" in md
+    with pytest.raises(ValueError, match="`reference` must be one of the row labels"):
+        run_experiment("ablation", ["ml-100k"], out, variants={**variants, "reference": "nope"}, use_ray=False)
+
+    run_experiment("diagnose", ["ml-100k"], out, seeds=1, overrides={**TINY, "epochs": 2}, use_ray=False)
+    md = (out / "diagnose.md").read_text()
+    row = next(l for l in md.splitlines() if l.startswith("| ml-100k | BPR_DNS |"))
+    share = float(row.split("|")[5].split("±")[0])
+    assert 0 < share < 1  # the contrastive negative's share of the negatives' softmax weight
+    for name in ("quality_vs_time_ml-100k.png", "item_norm_vs_popularity_ml-100k.png"):
+        assert (out / name).stat().st_size > 1000
+    epochs = _csv(out / "diagnose_per_epoch.csv")
+    assert all(r["train_loss"] for r in epochs) and any(r["grad_share_dns"] for r in epochs)
