@@ -52,10 +52,11 @@ def test_shard_bounds_partition_the_rows_in_order(n, world):
 @pytest.mark.filterwarnings("ignore:build_pool")
 @pytest.mark.parametrize("sampler", ["dissimilar", "similar"])
 @pytest.mark.parametrize("world", [2, 3, 60])
-def test_shards_concatenate_to_the_unsharded_pool(sampler, world):
+@pytest.mark.parametrize("skip", [0, 7])
+def test_shards_concatenate_to_the_unsharded_pool(sampler, world, skip):
     user, item, exclude = _random_tables()
-    pool = DNSPool(exclude, n=1, k=12, sampler=sampler, memory_mb=8 * 40 * 5 / 2**20)  # 5 users per chunk
-    whole = build_pool(user, item, exclude, 12, sampler, chunk_size=10**6)
+    pool = DNSPool(exclude, n=1, k=12, sampler=sampler, memory_mb=8 * 40 * 5 / 2**20, skip=skip)  # 5 users per chunk
+    whole = build_pool(user, item, exclude, 12, sampler, chunk_size=10**6, skip=skip)
     shards = [pool.build_shard(user, item, rank, world) for rank in range(world)]
     assert [len(s) for s in shards] == [e - s for s, e in (shard_bounds(53, world, r) for r in range(world))]
     assert torch.equal(torch.cat(shards), whole)
