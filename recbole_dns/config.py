@@ -15,6 +15,10 @@ from recbole_dns.dns import DRAWS, PREDICTIONS, REFRESH_DTYPES, SAMPLERS, SIMILA
 from recbole_dns.errors import ConfigError
 
 
+#: preset files in ``properties/presets/`` selected by the config key ``dns_preset``
+DNS_PRESETS = ("paper", "warmup_band")
+
+
 def properties_dir() -> Path:
     """The YAML defaults: ``properties/`` of a checkout, or ``recbole_dns/properties`` of a wheel."""
     package = Path(__file__).resolve().parent
@@ -74,7 +78,7 @@ class Config(RecBoleConfig):
     * ``dns: true`` turns a supported base model into its ``_DNS`` variant;
     * YAML defaults load in this order (later wins): RecBole's, ``properties/overall.yaml``, the base
       model's RecBole YAML for a ``_DNS`` variant, ``properties/model/<model>.yaml``,
-      ``properties/dataset/<dataset>.yaml``; then config files, ``config_dict`` and the command line;
+      ``properties/dataset/<dataset>.yaml``, ``properties/presets/<dns_preset>.yaml``; then config files, ``config_dict`` and the command line;
     * the DNS keys are validated.
 
     ``read_cmd_line=False`` ignores ``sys.argv`` (RecBole always reads it).
@@ -128,6 +132,13 @@ class Config(RecBoleConfig):
             files.append(recbole_props / f"{base}.yaml")
             files.append(props / "model" / f"{base}.yaml")
         files += [props / "model" / f"{model}.yaml", props / "dataset" / f"{dataset}.yaml"]
+        preset = self.external_config_dict.get("dns_preset")
+        if preset is not None:
+            if preset not in DNS_PRESETS:
+                raise ConfigError(f"config key 'dns_preset' must be one of {', '.join(DNS_PRESETS)} or null; got {preset!r}")
+            if not models.is_dns_model(model):
+                raise ConfigError(f"config key 'dns_preset' applies to a _DNS model (or dns: true); model {model!r} is not one")
+            files.append(props / "presets" / f"{preset}.yaml")  # after the defaults, before the user's keys
         for path in files:
             if path.is_file():
                 self._update_internal_config_dict(str(path))

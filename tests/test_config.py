@@ -133,3 +133,23 @@ def test_properties_are_found_from_the_installed_package(tmp_path):
         pytest.skip("recbole_dns is not installed in this interpreter (tests run from a bare checkout)")
     package, props, found = out.stdout.strip().splitlines()
     assert found == "True True", (package, props)
+
+
+def test_dns_preset_loads_its_file_and_the_users_keys_win():
+    config = make("BPR", dns=True, dns_preset="warmup_band", dns_k=40)
+    assert (config["dns_warmup"], config["dns_sampler"], config["dns_skip"]) == (10, "similar", 50)
+    assert config["dns_k"] == 40  # the user's key over the preset's 100
+    paper = make("LightGCN_DNS", dns_preset="paper")
+    plain = make("LightGCN_DNS")
+    for key in ("dns_n", "dns_k", "dns_tau", "dns_sampler", "dns_warmup", "dns_skip", "dns_negs"):
+        assert paper[key] == plain[key]  # today's defaults are the paper's
+
+
+@pytest.mark.parametrize("model,preset,message", [
+    ("BPR_DNS", "fast", "config key 'dns_preset' must be one of paper, warmup_band or null; got 'fast'"),
+    ("BPR", "paper", "config key 'dns_preset' applies to a _DNS model (or dns: true); model 'BPR' is not one"),
+])
+def test_bad_dns_preset_is_one_line(model, preset, message):
+    with pytest.raises(ConfigError) as err:
+        make(model, dns_preset=preset)
+    assert str(err.value) == message

@@ -316,6 +316,14 @@ def diagnose_table(groups: list[Group]) -> str:
 
 
 # ---- figures ------------------------------------------------------------------------------------------
+def _save(plt, fig, path: Path) -> Path:
+    """Lay out, write (PNG, 120 dpi) and close a figure; its path."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def _plt():
     import matplotlib
 
@@ -343,11 +351,7 @@ def grid_figures(groups: list[Group], out: Path, fixed: dict) -> list[Path]:
             ax.set_ylabel(f"test NDCG@10 ({protocol})")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
-            fig.tight_layout()
-            path = out / f"fig2_{protocol}_ndcg_vs_{axis[-1]}.png"
-            fig.savefig(path, dpi=120)
-            plt.close(fig)
-            paths.append(path)
+            paths.append(_save(plt, fig, out / f"fig2_{protocol}_ndcg_vs_{axis[-1]}.png"))
     return paths
 
 
@@ -376,11 +380,7 @@ def entropy_figures(groups: list[Group], out: Path) -> list[Path]:
         handles2 = ax2.get_legend_handles_labels()
         ax.legend(handles[0] + handles2[0], handles[1] + handles2[1], fontsize=7, loc="lower right")
         ax.set_title(dataset)
-        fig.tight_layout()
-        path = out / f"fig3_entropy_{dataset}.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(plt, fig, out / f"fig3_entropy_{dataset}.png"))
     return paths
 
 
@@ -413,11 +413,7 @@ def diagnose_figures(out: Path, groups: list[Group]) -> list[Path]:
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
         fig.suptitle(dataset)
-        fig.tight_layout()
-        path = out / f"quality_vs_time_{dataset}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(plt, fig, out / f"quality_vs_time_{dataset}.png"))
 
         fig, axes = plt.subplots(1, len(rows), figsize=(3.6 * len(rows), 3.2), squeeze=False)
         for ax, g in zip(axes[0], rows):
@@ -428,11 +424,7 @@ def diagnose_figures(out: Path, groups: list[Group]) -> list[Path]:
             ax.set_xlabel("log(1 + training interactions)")
             ax.set_ylabel("item norm")
         fig.suptitle(dataset)
-        fig.tight_layout()
-        path = out / f"item_norm_vs_popularity_{dataset}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(plt, fig, out / f"item_norm_vs_popularity_{dataset}.png"))
     return paths
 
 
