@@ -132,6 +132,22 @@ def distributed_on_cpu() -> None:
     recbole_trainer.DistributedDataParallel = _ddp
 
 
+def race_free_ensure_dir() -> None:
+    """RecBole 1.2.1's ``ensure_dir`` checks ``os.path.exists`` and then calls ``os.makedirs``: two ranks of
+    a distributed run that create ``./log`` (or the checkpoint folder) at once fail with
+    ``FileExistsError``. Replaced, in every module that imported it, by ``os.makedirs(exist_ok=True)``."""
+    import importlib
+
+    def ensure_dir(dir_path: str) -> None:
+        os.makedirs(dir_path, exist_ok=True)
+
+    for name in ("recbole.utils.utils", "recbole.utils", "recbole.utils.logger", "recbole.trainer.trainer",
+                 "recbole.data.dataset.dataset", "recbole.data.utils"):
+        module = importlib.import_module(name)
+        if hasattr(module, "ensure_dir"):
+            module.ensure_dir = ensure_dir
+
+
 _APPLIED = False
 
 
@@ -143,4 +159,5 @@ def apply() -> None:
     silence_known_warnings()
     restore_dok_update()
     distributed_on_cpu()
+    race_free_ensure_dir()
     _APPLIED = True

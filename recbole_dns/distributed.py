@@ -98,9 +98,13 @@ def _threads_per_rank(nproc: int) -> int:
 @contextlib.contextmanager
 def report_errors(rank: int, queue) -> Iterator[None]:
     """Wrap a rank's body: an exception is put on ``queue`` (see :func:`spawn`) and re-raised; the
-    process group is destroyed on the way out."""
+    process group is destroyed on the way out (after a barrier when the body succeeded)."""
     try:
         yield
+        if dist.is_initialized():
+            # no rank tears the group down while another still talks to it: gloo's threads then abort
+            # the process at exit ("terminate called without an active exception", torch 2.13)
+            dist.barrier()
     except BaseException as err:
         queue.put(("error", rank, type(err).__name__, str(err), isinstance(err, ConfigError)))
         raise

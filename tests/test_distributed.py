@@ -242,3 +242,16 @@ def test_a_hanging_rank_times_out_instead_of_hanging():
     with pytest.raises(DistributedError, match=r"^rank 0 failed: .*(timed out|Timed out|timeout)"):
         spawn(_rank_1_hangs, 2, (_free_port(),))
     assert time.monotonic() - start < 60
+
+
+def test_ranks_creating_the_same_folder_at_once_do_not_fail(tmp_path, monkeypatch):
+    """RecBole 1.2.1's ensure_dir races between ranks (exists, then makedirs): the shim does not."""
+    import recbole.trainer.trainer as recbole_trainer
+    import recbole.utils.logger as recbole_logger
+
+    folder = tmp_path / "log"
+    folder.mkdir()
+    monkeypatch.setattr("os.path.exists", lambda path: False)  # the other rank created it in between
+    for module in (recbole_logger, recbole_trainer):
+        module.ensure_dir(str(folder))
+    assert folder.is_dir()
