@@ -270,3 +270,22 @@ def test_ablation_and_diagnose_experiments(tmp_path):
         assert (out / name).stat().st_size > 1000
     epochs = _csv(out / "diagnose_per_epoch.csv")
     assert all(r["train_loss"] for r in epochs) and any(r["grad_share_dns"] for r in epochs)
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parent.parent / "tune" / "ablations").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_shipped_ablation_files_are_valid_and_every_row_configures(path):
+    import yaml
+
+    from recbole_dns import Config
+    from recbole_dns.experiments import check_variants
+
+    variants = yaml.safe_load(path.read_text())
+    check_variants(variants)
+    for row in variants["rows"]:
+        for extra in [{}, *(row.get("datasets") or {}).values()]:
+            config = Config(model=row["model"], dataset="ml-100k", read_cmd_line=False,
+                            config_dict={"state": "WARNING", **(row.get("config") or {}), **extra})
+            assert config["model"] == row["model"]
+            for key, value in (row.get("config") or {}).items():
+                assert config[key] == value
