@@ -305,7 +305,9 @@ class DNSPool:
         self.perm: torch.Tensor | None = None  # draw="instance": each user's order of its pool row
         self.built_at: int = -1
         self.refreshes: int = 0
+        # draw="instance": (user, item) keys of the training pairs and the CSR row starts, on the device in use
         self._keys: torch.Tensor | None = None
+        self._indptr: torch.Tensor | None = None
 
     @classmethod
     def from_dataset(cls, dataset: Any, config: Any) -> "DNSPool":

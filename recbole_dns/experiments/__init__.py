@@ -154,9 +154,7 @@ def write_report(experiment: str, specs: list[RunSpec], out: Path, alpha: float,
                     "variant of the table. Each table is one family for Holm's correction.")
     elif experiment == "grid":
         fixed = {"dns_n": opts["n_fixed"], "dns_k": opts["k_fixed"]}
-        body.append(report.grid_table(out, groups, fixed))
-        figs = report.grid_figures(groups, out, fixed)
-        body += [f"\n![{f.stem}]({f.name})" for f in figs]
+        body += _table_and_figures(report.grid_table(out, groups, fixed), report.grid_figures(groups, out, fixed))
     elif experiment == "ablation":
         table, pvals = report.ablation_table(out, groups, opts["variants"]["reference"], alpha)
         body.append(table)
@@ -166,18 +164,14 @@ def write_report(experiment: str, specs: list[RunSpec], out: Path, alpha: float,
                                             + (f" per dataset {json.dumps(r['datasets'])}" if r.get("datasets") else "")
                                             for r in opts["variants"]["rows"]))
     elif experiment == "diagnose":
-        body.append(report.diagnose_table(groups))
-        figs = report.diagnose_figures(out, groups)
-        body += [f"\n![{f.stem}]({f.name})" for f in figs]
+        body += _table_and_figures(report.diagnose_table(groups), report.diagnose_figures(out, groups))
         body.append("\nF-N rate: share of training instances whose negative is a test item of the user. i'- share: "
                     "per instance, the softmax weight of the contrastive negative(s) over the weight of all the "
                     "negatives (the gradient the loss sends through each negative is proportional to its weight), "
                     "averaged over training. rho: Spearman correlation of item norm (the scoring tables) and training "
                     "popularity at the best epoch.")
     elif experiment == "entropy":
-        body.append(report.entropy_table(groups))
-        figs = report.entropy_figures(groups, out)
-        body += [f"\n![{f.stem}]({f.name})" for f in figs]
+        body += _table_and_figures(report.entropy_table(groups), report.entropy_figures(groups, out))
         body.append("\nEntropy (Eq. 6, `recbole_dns.embedding_entropy`): the users' rows and one row per training "
                     "instance's negative (BPR: its static random negative; the DNS variant: its contrastive negative "
                     "only), softmax over each row's coordinates, summed, divided by d; early stopping off.")
@@ -218,6 +212,11 @@ def check_variants(variants: Any) -> None:
         raise ConfigError(f"ablation row labels must be unique; got {labels}")
     if variants.get("reference") not in labels:
         raise ConfigError(f"ablation `reference` must be one of the row labels {labels}; got {variants.get('reference')!r}")
+
+
+def _table_and_figures(table: str, figures: list[Path]) -> list[str]:
+    """A table followed by its figures as Markdown images (the figures sit beside ``results.md``)."""
+    return [table] + [f"\n![{f.stem}]({f.name})" for f in figures]
 
 
 def _expected_fn_rates(groups: list) -> list[str]:
