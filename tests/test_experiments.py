@@ -272,17 +272,70 @@ def test_ablation_and_diagnose_experiments(tmp_path):
     assert all(r["train_loss"] for r in epochs) and any(r["grad_share_dns"] for r in epochs)
 
 
+def test_ablation_chooses_each_rows_learning_rate_on_validation(tmp_path):
+    out = tmp_path / "exp"
+    variants = {"reference": "BPR", "rows": [
+        {"label": "BPR", "model": "BPR", "choose": {"learning_rate": [1e-4, 0.02]}},
+        {"label": "DNS", "model": "BPR_DNS", "choose": {"learning_rate": [1e-4, 0.02]}},
+        {"label": "DNS fixed", "model": "BPR_DNS", "config": {"learning_rate": 0.01}},
+    ]}
+    run_experiment("ablation", ["ml-100k"], out, seeds=2, overrides={**TINY, "epochs": 2}, use_ray=False, variants=variants)
+    runs = _csv(out / "ablation_runs.csv")
+    seeds = {}
+    for r in runs:
+        seeds.setdefault(r["label"], set()).add(r["seed"])
+    results = [__import__("json").loads(f.read_text()) for f in (out / "runs").glob("*.json")]
+    valid = {}  # brute force: every candidate's validation NDCG@10 at seed 0, from the run files
+    for r in results:
+        if r["spec"]["seed"] == 0:
+            valid[r["spec"]["label"]] = r["valid"]["ndcg@10"]
+    md = (out / "ablation.md").read_text()
+    for row in ("BPR", "DNS"):
+        cands = {f"{row} lr 0.0001", f"{row} lr 0.02"}
+        assert cands <= set(valid)
+        best = max(cands, key=lambda c: valid[c])
+        other = (cands - {best}).pop()
+        assert seeds[best] == {"0", "1"} and other not in seeds  # the chosen one gets every seed; the table only it
+        assert f"**{best}: {valid[best]:.4f}**" in md and f"{other}: {valid[other]:.4f}" in md
+        assert f"| {best} |" in md
+    assert seeds["DNS fixed"] == {"0", "1"}
+    ref = max(("BPR lr 0.0001", "BPR lr 0.02"), key=lambda c: valid[c])
+    assert f"(reference: {ref})" in md and (out / "quality_vs_time_ml-100k.png").stat().st_size > 1000
+    bad = {"reference": "BPR", "rows": [{"label": "BPR", "model": "BPR", "choose": {"learning_rate": 0.01}}]}
+    with pytest.raises(ValueError, match="`choose` must map config keys to non-empty lists"):
+        run_experiment("ablation", ["ml-100k"], out, variants=bad, use_ray=False)
+    clash = {"reference": "BPR", "rows": [{"label": "BPR", "model": "BPR", "choose": {"learning_rate": [0.01]}},
+                                          {"label": "BPR lr 0.01", "model": "BPR"}]}
+    with pytest.raises(ValueError, match="must be unique"):
+        run_experiment("ablation", ["ml-100k"], out, variants=clash, use_ray=False)
+    with pytest.raises(ValueError, match="`choose_seeds` must be an integer >= 1"):
+        run_experiment("ablation", ["ml-100k"], out, variants={**variants, "choose_seeds": 0}, use_ray=False)
+
+
+def test_epochs_and_seconds_to_reach_a_quality():
+    from recbole_dns.experiments.report import Group, best_valid, reach
+
+    def run(values):
+        return {"curve": [{"epoch": e, "valid_ndcg@10": v, "time_s": 2.0 * (e + 1)} for e, v in enumerate(values)]}
+
+    g = Group("d", "a", "BPR", {}, [run([0.1, 0.3, 0.5]), run([0.2, 0.4, 0.4])])
+    assert best_valid(g) == pytest.approx(0.45)
+    assert reach(g, 0.3) == "2.0 / 4 s"  # epoch 2 (4 s) in the first seed, epoch 2 (4 s) in the second
+    assert reach(g, 0.45) == "3.0 / 6 s (1 of 2 seeds)"
+    assert reach(g, 0.6) == "not reached" and reach(g, float("nan")) == "not reached"
+
+
 @pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parent.parent / "tune" / "ablations").glob("*.yaml")),
                          ids=lambda p: p.name)
 def test_shipped_ablation_files_are_valid_and_every_row_configures(path):
     import yaml
 
     from recbole_dns import Config
-    from recbole_dns.experiments import check_variants
+    from recbole_dns.experiments import check_variants, expand_choices
 
     variants = yaml.safe_load(path.read_text())
     check_variants(variants)
-    for row in variants["rows"]:
+    for row in [c for r in variants["rows"] for c in expand_choices(r)]:
         for extra in [{}, *(row.get("datasets") or {}).values()]:
             config = Config(model=row["model"], dataset="ml-100k", read_cmd_line=False,
                             config_dict={"state": "WARNING", **(row.get("config") or {}), **extra})

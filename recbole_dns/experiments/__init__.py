@@ -10,7 +10,10 @@ Experiments (RQ numbers as in the paper):
 * ``diagnose`` - a base model and its DNS variant with every diagnostic on: false-negative rates, the
   contrastive negatives' share of the loss gradient, training loss and validation NDCG@10 per epoch and
   per second, item norm against popularity;
-* ``ablation`` - the rows of a YAML file (``--variants``), each against a reference row.
+* ``ablation`` - the rows of a YAML file (``--variants``), each against a reference row; a row with
+  ``choose`` (e.g. ``{learning_rate: [0.001, 0.005, 0.01]}``) is first trained at every value (``choose_seeds``
+  seeds, default 1) and then compared at the value with the best validation NDCG@10 (per dataset), so a
+  base and its DNS variants are tuned with the same number of trials on validation data only.
 
 Every run trains on one fixed split (``seed``) with its own training seed, selects its best epoch on
 validation NDCG@10 only, and is tested under RecBole's full ranking and/or the paper's sampled test sets.
@@ -20,6 +23,7 @@ Runs go in parallel through Ray and are resumable: a finished run's result stays
 from __future__ import annotations
 
 import datetime
+import itertools
 import platform
 import shlex
 import sys
@@ -33,6 +37,9 @@ EXPERIMENTS = ("samplers", "models", "grid", "entropy", "diagnose", "ablation")
 #: the paper's RQ3 values (Section 4.2)
 N_VALUES = (1, 5, 10, 20, 30, 40, 50)
 K_VALUES = (10, 50, 100, 150, 200, 250, 300)
+
+#: short names of ``choose`` keys in the labels of an ablation's candidate rows
+CHOOSE_NAMES = {"learning_rate": "lr", "reg_weight": "L2", "embedding_size": "d"}
 
 #: the paper's Table 3 rows
 MODELS = ("PRIS", "MixGCF", "BPR", "BPR_DNS", "LightGCN", "LightGCN_DNS", "SGL", "SGL_DNS", "SimGCL", "SimGCL_DNS")
@@ -81,7 +88,8 @@ def plan(experiment: str, datasets: list[str], opts: dict) -> list[RunSpec]:
                     add(base, base, watch)
                     add(registry.dns_variant(base), registry.dns_variant(base), watch)
             elif experiment == "ablation":
-                for row in opts["variants"]["rows"]:
+                chosen_rows = opts.get("chosen", {}).get(dataset)
+                for row in chosen_rows.values() if chosen_rows is not None else opts["variants"]["rows"]:
                     registry.get_model(row["model"])
                     extra = {**(row.get("config") or {}), **((row.get("datasets") or {}).get(dataset) or {})}
                     add(row["model"], row["label"], extra, {"row": row["label"]})
@@ -113,11 +121,60 @@ def run_experiment(experiment: str, datasets: list[str], out: str | Path, *, mod
     opts = dict(protocol=protocol, seeds=seeds, budget=budget, overrides=overrides or {}, data_path=data_path,
                 test_sets=test_sets, negatives=negatives, models=models, n_values=n_values, k_values=k_values,
                 n_fixed=n_fixed, k_fixed=k_fixed, variants=variants)
+    run = dict(address=address, use_ray=use_ray, cpus_per_run=cpus_per_run, parallel=parallel)
     if experiment == "ablation":
         check_variants(variants)
+        if any(row.get("choose") for row in variants["rows"]):
+            opts["chosen"], opts["choices"] = choose(datasets, out, opts, run)
     specs = plan(experiment, datasets, opts)
-    execute(specs, out, address=address, use_ray=use_ray, cpus_per_run=cpus_per_run, parallel=parallel)
+    execute(specs, out, **run)
     return write_report(experiment, specs, out, alpha, opts, command)
+
+
+def expand_choices(row: dict) -> list[dict]:
+    """An ablation row with ``choose`` (key -> values) as one candidate row per combination of values, labelled
+    ``"LABEL lr 0.001 ..."``; a row without ``choose`` as itself."""
+    choose_ = row.get("choose") or {}
+    if not choose_:
+        return [row]
+    keys = list(choose_)
+    rows = []
+    for combo in itertools.product(*(choose_[k] for k in keys)):
+        names = [f"{CHOOSE_NAMES.get(k, k)} {v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool)
+                 else f"{CHOOSE_NAMES.get(k, k)} {v}" for k, v in zip(keys, combo)]
+        rows.append({**{k: v for k, v in row.items() if k != "choose"}, "label": " ".join([row["label"], *names]),
+                     "config": {**(row.get("config") or {}), **dict(zip(keys, combo))}})
+    return rows
+
+
+def choose(datasets: list[str], out: Path, opts: dict, run: dict) -> tuple[dict, dict]:
+    """Train every candidate of the rows with ``choose`` (``choose_seeds`` seeds) and pick, per dataset and
+    row, the candidate with the best mean validation NDCG@10. Returns ``{dataset: {row label: row}}`` (the
+    candidate in place of a row with ``choose``) and ``{dataset: {row label: [(candidate, valid NDCG@10)]}}``."""
+    from recbole_dns.experiments import report
+
+    rows = opts["variants"]["rows"]
+    seeds = int(opts["variants"].get("choose_seeds", 1))
+    candidates = [c for row in rows if row.get("choose") for c in expand_choices(row)]
+    specs = plan("ablation", datasets, {**opts, "seeds": seeds, "variants": {**opts["variants"], "rows": candidates}})
+    print(f"choosing on validation: {len(candidates)} candidate row(s) x {seeds} seed(s) per dataset", flush=True)
+    execute(specs, out, **run)
+    groups, _ = report.gather(out, specs)
+    valid = {(g.dataset, g.label): g.mean_of_valid("ndcg@10") for g in groups}
+    chosen: dict = {}
+    scores: dict = {}
+    for dataset in datasets:
+        chosen[dataset], scores[dataset] = {}, {}
+        for row in rows:
+            if not row.get("choose"):
+                chosen[dataset][row["label"]] = row
+                continue
+            scored = [(c, valid.get((dataset, c["label"]), float("nan"))) for c in expand_choices(row)]
+            scores[dataset][row["label"]] = [(c["label"], v) for c, v in scored]
+            finite = [(c, v) for c, v in scored if v == v]
+            if finite:  # a row whose candidates all failed is left out (the failures are listed in the report)
+                chosen[dataset][row["label"]] = max(finite, key=lambda cv: cv[1])[0]
+    return chosen, scores
 
 
 def write_report(experiment: str, specs: list[RunSpec], out: Path, alpha: float, opts: dict, command: str | None) -> Path:
@@ -156,13 +213,19 @@ def write_report(experiment: str, specs: list[RunSpec], out: Path, alpha: float,
         fixed = {"dns_n": opts["n_fixed"], "dns_k": opts["k_fixed"]}
         body += _table_and_figures(report.grid_table(out, groups, fixed), report.grid_figures(groups, out, fixed))
     elif experiment == "ablation":
-        table, pvals = report.ablation_table(out, groups, opts["variants"]["reference"], alpha)
+        reference = opts["variants"]["reference"]
+        if opts.get("chosen"):
+            reference = {d: rows[reference]["label"] for d, rows in opts["chosen"].items() if reference in rows}
+            body.append(_choices_table(opts))
+        table, pvals = report.ablation_table(out, groups, reference, alpha)
         body.append(table)
         body.append(f"\n`*`: differs significantly from the reference row `{opts['variants']['reference']}` "
                     "(paired t-test over users, Holm over the rows x metrics of the table).")
         body.append("\nRows: " + "; ".join(f"`{r['label']}`: {r['model']} {json.dumps(r.get('config') or {})}"
                                             + (f" per dataset {json.dumps(r['datasets'])}" if r.get("datasets") else "")
+                                            + (f", choose {json.dumps(r['choose'])}" if r.get("choose") else "")
                                             for r in opts["variants"]["rows"]))
+        body += _table_and_figures("", report.quality_figures(groups, out))[1:]
     elif experiment == "diagnose":
         body += _table_and_figures(report.diagnose_table(groups), report.diagnose_figures(out, groups))
         body.append("\nF-N rate: share of training instances whose negative is a test item of the user. i'- share: "
@@ -210,8 +273,33 @@ def check_variants(variants: Any) -> None:
         labels.append(row["label"])
     if len(set(labels)) != len(labels):
         raise ConfigError(f"ablation row labels must be unique; got {labels}")
+    for row in variants["rows"]:
+        choose_ = row.get("choose")
+        if choose_ is not None and (not isinstance(choose_, dict) or not choose_
+                                    or not all(isinstance(v, list) and v for v in choose_.values())):
+            raise ConfigError(f"ablation row {row['label']!r}: `choose` must map config keys to non-empty lists of "
+                              f"values, e.g. {{learning_rate: [0.001, 0.01]}}; got {choose_!r}")
+    every = labels + [c["label"] for row in variants["rows"] if row.get("choose") for c in expand_choices(row)]
+    if len(set(every)) != len(every):
+        raise ConfigError(f"ablation row labels and the labels of their `choose` candidates must be unique; got {every}")
+    seeds = variants.get("choose_seeds", 1)
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
+        raise ConfigError(f"ablation `choose_seeds` must be an integer >= 1; got {seeds!r}")
     if variants.get("reference") not in labels:
         raise ConfigError(f"ablation `reference` must be one of the row labels {labels}; got {variants.get('reference')!r}")
+
+
+def _choices_table(opts: dict) -> str:
+    """The candidates of the rows with ``choose``, their validation NDCG@10 and the chosen one (bold)."""
+    seeds = int(opts["variants"].get("choose_seeds", 1))
+    lines = [f"Chosen on validation (best validation NDCG@10, mean of {seeds} seed(s); the chosen candidate in bold):", "",
+             "| dataset | row | validation NDCG@10 of each candidate |", "|---|---|---|"]
+    for dataset, rows in opts["choices"].items():
+        for label, scored in rows.items():
+            pick = opts["chosen"][dataset].get(label, {}).get("label")
+            cells = "; ".join((f"**{c}: {v:.4f}**" if c == pick else f"{c}: {v:.4f}") for c, v in scored)
+            lines.append(f"| {dataset} | {label} | {cells} |")
+    return "\n".join(lines) + "\n"
 
 
 def _table_and_figures(table: str, figures: list[Path]) -> list[str]:

@@ -57,6 +57,11 @@ class Group:
         vals = [r.get(key) for r in self.results if isinstance(r.get(key), (int, float))]
         return float(np.mean(vals)) if vals else np.nan
 
+    def mean_of_valid(self, metric: str) -> float:
+        """The validation metric at the selected (best) epoch, averaged over seeds."""
+        vals = [r["valid"][metric] for r in self.results if metric in r.get("valid", {})]
+        return float(np.mean(vals)) if vals else np.nan
+
     def fn_rate(self, kind: str) -> float:
         vals = [r.get("fn_rates", {}).get(f"fn_rate_{kind}") for r in self.results]
         vals = [v for v in vals if v is not None]
@@ -249,13 +254,17 @@ def entropy_table(groups: list[Group]) -> str:
     return "\n".join(lines)
 
 
-def ablation_table(out: Path, groups: list[Group], reference: str, alpha: float) -> tuple[str, list[dict]]:
-    """Every row against the reference row: validation and test NDCG@10 (mean ± std over seeds), test
-    Recall/MAP@10, the change of test NDCG@10 and its Holm-adjusted p-value; `*` at p < alpha."""
+def ablation_table(out: Path, groups: list[Group], reference: str | dict[str, str],
+                   alpha: float) -> tuple[str, list[dict]]:
+    """Every row against the reference row (a label, or one per dataset): validation and test NDCG@10 (mean
+    ± std over seeds), test Recall/MAP@10, the change of test NDCG@10 and its Holm-adjusted p-value (`*` at
+    p < alpha), and the epochs and seconds each row takes to reach 95% of the reference's best validation NDCG@10."""
     lines, pvals = [], []
     for dataset in dict.fromkeys(g.dataset for g in groups):
         rows = [g for g in groups if g.dataset == dataset]
-        ref = next((g for g in rows if g.label == reference), None)
+        ref_label = reference.get(dataset) if isinstance(reference, dict) else reference
+        ref = next((g for g in rows if g.label == ref_label), None)
+        target = 0.95 * best_valid(ref) if ref is not None else np.nan
         for protocol in protocols_of(rows):
             family = Family()
             for g in rows:
@@ -263,9 +272,10 @@ def ablation_table(out: Path, groups: list[Group], reference: str, alpha: float)
                     for metric in METRIC_KEYS:
                         family.add((g.label, metric), compare(out, ref, g, protocol, metric))
             adj = family.adjusted()
-            lines += [f"\n**{dataset}, {protocol} ranking** (reference: {reference})\n",
-                      "| row | valid NDCG@10 | test NDCG@10 | test Recall@10 | test MAP@10 | NDCG@10 vs reference (Holm p) | best epoch | s / epoch |",
-                      "|---|---|---|---|---|---|---|---|"]
+            lines += [f"\n**{dataset}, {protocol} ranking** (reference: {ref_label})\n",
+                      "| row | valid NDCG@10 | test NDCG@10 | test Recall@10 | test MAP@10 | NDCG@10 vs reference (Holm p) "
+                      "| best epoch | s / epoch | epochs / s to 95% of the reference's best valid |",
+                      "|---|---|---|---|---|---|---|---|---|"]
             for g in rows:
                 valid = mean_std([r["valid"].get("ndcg@10", np.nan) for r in g.results])
                 marks = {m: ("*" if np.isfinite(adj.get((g.label, m), np.nan)) and adj[(g.label, m)] < alpha else "")
@@ -275,11 +285,29 @@ def ablation_table(out: Path, groups: list[Group], reference: str, alpha: float)
                     rel = (g.summary(protocol, "ndcg@10")[0] / ref.summary(protocol, "ndcg@10")[0] - 1) * 100
                     change = f"{rel:+.1f}% ({adj.get((g.label, 'ndcg@10'), np.nan):.2g})"
                 lines.append(f"| {g.label} | {fmt(*valid)} | " + " | ".join(_cell(g, protocol, m, marks[m]) for m in METRIC_KEYS)
-                             + f" | {change} | {g.mean_of('best_epoch'):.0f} | {g.mean_of('s_per_epoch'):.2f} |")
+                             + f" | {change} | {g.mean_of('best_epoch'):.0f} | {g.mean_of('s_per_epoch'):.2f} | {reach(g, target)} |")
             for key, p in family.raw.items():
-                pvals.append({"dataset": dataset, "protocol": protocol, "a": reference, "b": key[0], "metric": key[1],
+                pvals.append({"dataset": dataset, "protocol": protocol, "a": ref_label, "b": key[0], "metric": key[1],
                               "p_raw": p, "p_holm": adj[key]})
     return "\n".join(lines), pvals
+
+
+def best_valid(group: Group) -> float:
+    """The best validation NDCG@10 of a row's training curve, averaged over its seeds (nan without curves)."""
+    bests = [max(c["valid_ndcg@10"] for c in r["curve"]) for r in group.results if r.get("curve")]
+    return float(np.mean(bests)) if bests else np.nan
+
+
+def reach(group: Group, target: float) -> str:
+    """Epochs and seconds (training and validation) until validation NDCG@10 first reaches ``target``, averaged
+    over the seeds that reach it: ``"12.0 / 40 s"``, ``"... (2 of 3 seeds)"`` or ``"not reached"``."""
+    hits = [next(((c["epoch"] + 1, c["time_s"]) for c in r.get("curve", []) if c["valid_ndcg@10"] >= target), None)
+            for r in group.results]
+    hit = [x for x in hits if x is not None]
+    if not hit or not np.isfinite(target):
+        return "not reached"
+    return (f"{np.mean([e for e, _ in hit]):.1f} / {np.mean([t for _, t in hit]):.0f} s"
+            + (f" ({len(hit)} of {len(hits)} seeds)" if len(hit) < len(hits) else ""))
 
 
 def diagnose_table(groups: list[Group]) -> str:
@@ -296,14 +324,10 @@ def diagnose_table(groups: list[Group]) -> str:
         by_model = {g.model: g for g in rows}
         for g in rows:
             ref = by_model.get(models.base_of(g.model), g) if models.is_dns_model(g.model) else g
-            target = 0.95 * np.mean([max(c["valid_ndcg@10"] for c in r["curve"]) for r in ref.results if r["curve"]])
+            target = 0.95 * best_valid(ref)
             shares = [np.mean([d["grad_share_dns"] for d in r.get("diagnostics", []) if "grad_share_dns" in d])
                       for r in g.results if any("grad_share_dns" in d for d in r.get("diagnostics", []))]
-            reach = [next(((c["epoch"] + 1, c["time_s"]) for c in r["curve"] if c["valid_ndcg@10"] >= target), None)
-                     for r in g.results]
-            hit = [x for x in reach if x is not None]
-            reach_text = (f"{np.mean([e for e, _ in hit]):.1f} / {np.mean([t for _, t in hit]):.0f} s"
-                          + (f" ({len(hit)} of {len(reach)} seeds)" if len(hit) < len(reach) else "")) if hit else "not reached"
+            reach_text = reach(g, target)
             best = [max(r["curve"], key=lambda c: c["valid_ndcg@10"]) for r in g.results if r["curve"]]
             rho = [r.get("norm_popularity_spearman") for r in g.results if r.get("norm_popularity_spearman") is not None]
             fn_d = g.fn_rate("dns")
@@ -384,14 +408,15 @@ def entropy_figures(groups: list[Group], out: Path) -> list[Path]:
     return paths
 
 
-def diagnose_figures(out: Path, groups: list[Group]) -> list[Path]:
+def quality_figures(groups: list[Group], out: Path) -> list[Path]:
     """Per dataset: validation NDCG@10 against epochs and against seconds (quality against training time),
-    training loss per epoch, and item norm against item popularity (first seed)."""
+    every seed of every row, and the training loss per epoch where the runs logged it."""
     plt = _plt()
     paths = []
     for dataset in dict.fromkeys(g.dataset for g in groups):
         rows = [g for g in groups if g.dataset == dataset]
-        fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+        with_loss = any("train_loss" in d for g in rows for r in g.results for d in r.get("diagnostics", []))
+        fig, axes = plt.subplots(1, 3 if with_loss else 2, figsize=(13 if with_loss else 9, 3.6))
         for i, g in enumerate(rows):
             for j, r in enumerate(g.results):
                 label = g.label if j == 0 else None
@@ -406,15 +431,24 @@ def diagnose_figures(out: Path, groups: list[Group]) -> list[Path]:
         axes[1].set_xlabel("seconds (training and validation)")
         for ax in axes[:2]:
             ax.set_ylabel("validation NDCG@10")
-        axes[2].set_xlabel("epoch")
-        axes[2].set_ylabel("training loss (sum over batches)")
-        axes[2].set_yscale("log")
+        if with_loss:
+            axes[2].set_xlabel("epoch")
+            axes[2].set_ylabel("training loss (sum over batches)")
+            axes[2].set_yscale("log")
         for ax in axes:
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
         fig.suptitle(dataset)
         paths.append(_save(plt, fig, out / f"quality_vs_time_{dataset}.png"))
+    return paths
 
+
+def diagnose_figures(out: Path, groups: list[Group]) -> list[Path]:
+    """:func:`quality_figures`, and per dataset item norm against item popularity (first seed)."""
+    plt = _plt()
+    paths = quality_figures(groups, out)
+    for dataset in dict.fromkeys(g.dataset for g in groups):
+        rows = [g for g in groups if g.dataset == dataset]
         fig, axes = plt.subplots(1, len(rows), figsize=(3.6 * len(rows), 3.2), squeeze=False)
         for ax, g in zip(axes[0], rows):
             data = load_per_user(out, g.results[0]["run_id"]).get("items")
