@@ -53,6 +53,8 @@ def _setup(args, model: str, extra: dict | None = None):
               "dns_k": args.k, "dns_n": args.n, "dns_refresh_mb": args.refresh_mb, "use_gpu": args.device == "cuda"}
     if args.data_path:
         config["data_path"] = args.data_path
+    if model.endswith("_DNS"):  # the mechanism as the paper has it, from epoch 0 (BPR_DNS's default warms up first)
+        config["dns_preset"] = "paper"
     return prepare(model, args.dataset, None, {**config, **(extra or {})})
 
 

@@ -59,7 +59,8 @@ def main() -> None:
           f"{dataset.inter_num} interactions; loaded and split in {load_s:.1f} s ({config['device']})", flush=True)
     rows = []
     for name in args.models:
-        config = Config(name, args.dataset, config_dict=base, read_cmd_line=False)
+        paper = {"dns_preset": "paper"} if name.endswith("_DNS") else {}  # DNS from epoch 0 (no warm-up)
+        config = Config(name, args.dataset, config_dict={**base, **paper}, read_cmd_line=False)
         init_seed(config["seed"], config["reproducibility"])
         train.update_config(config)
         model = config.model_class(config, train._dataset).to(config["device"])

@@ -26,6 +26,8 @@ def prepare():
     from recbole_dns.quick_start import prepare as _prepare
 
     def make(model, dataset="ml-100k", **cfg):
+        if (model.endswith("_DNS") or cfg.get("dns")) and "dns_preset" not in cfg:
+            cfg["dns_preset"] = "paper"  # the mechanism as the paper has it, from epoch 0 (BPR_DNS ships a warm-up)
         return _prepare(model, dataset, None, {**FAST, **cfg}, False)
 
     return make

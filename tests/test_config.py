@@ -1,6 +1,7 @@
 """Model resolution, `dns: true`, YAML defaults and validation of the DNS keys."""
 
 import pytest
+import yaml
 
 from recbole_dns import Config, ConfigError, get_model
 from recbole_dns.config import properties_dir
@@ -42,7 +43,8 @@ def test_dns_model_implies_dns_and_gets_base_defaults():
     config = make("BPR_DNS")
     assert config["dns"] is True
     assert config["embedding_size"] == 64  # RecBole's BPR.yaml
-    assert config["dns_sampler"] == "dissimilar"
+    assert config["dns_sampler"] == "similar"  # BPR_DNS's own default (the warm-up band)
+    assert make("LightGCN_DNS")["dns_sampler"] == "dissimilar"
     assert "MAP" in config["metrics"] and config["valid_metric"] == "NDCG@10"
 
 
@@ -108,8 +110,9 @@ def test_missing_config_file_is_a_clear_error():
 
 def test_every_base_model_has_a_yaml_of_defaults_and_variants_inherit_them():
     for name in PACKAGE_MODELS:
-        if name in DNS_VARIANTS.values():
-            assert not (properties_dir() / "model" / f"{name}.yaml").exists(), name  # the base's YAML applies
+        if name in DNS_VARIANTS.values():  # the base's YAML applies; the variant's own may only set DNS keys
+            own = properties_dir() / "model" / f"{name}.yaml"
+            assert not own.exists() or all(k.startswith("dns_") for k in yaml.safe_load(own.read_text())), name
         else:
             assert (properties_dir() / "model" / f"{name}.yaml").is_file(), name
     for base, variant in DNS_VARIANTS.items():
@@ -143,6 +146,21 @@ def test_dns_preset_loads_its_file_and_the_users_keys_win():
     plain = make("LightGCN_DNS")
     for key in ("dns_n", "dns_k", "dns_tau", "dns_sampler", "dns_warmup", "dns_skip", "dns_negs"):
         assert paper[key] == plain[key]  # today's defaults are the paper's
+
+
+def test_bpr_dns_defaults_to_the_warm_up_band_and_the_paper_preset_restores_the_paper():
+    import yaml
+
+    band = yaml.safe_load((properties_dir() / "presets" / "warmup_band.yaml").read_text())
+    paper = yaml.safe_load((properties_dir() / "presets" / "paper.yaml").read_text())
+    for config in (make("BPR_DNS"), make("BPR", dns=True)):
+        assert {k: config[k] for k in band} == band  # the shipped default is the preset that won
+    pinned = make("BPR_DNS", dns_preset="paper")
+    assert {k: pinned[k] for k in paper} == paper
+    assert (pinned["dns_warmup"], pinned["dns_sampler"], pinned["dns_skip"]) == (0, "dissimilar", 0)
+    for model in ("LightGCN_DNS", "SGL_DNS", "SimGCL_DNS"):  # nothing beat their tuned bases: the paper's setting
+        config = make(model)
+        assert {k: config[k] for k in paper} == paper
 
 
 @pytest.mark.parametrize("model,preset,message", [

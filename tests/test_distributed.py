@@ -109,7 +109,8 @@ def _train_two_models(rank, nproc, port, queue):
     out = {}
     with report_errors(rank, queue):
         for model in ("BPR_DNS", "LightGCN_DNS"):
-            cfg = {**_ddp_config(rank, nproc, port), "epochs": 2, "dns_n": 1, "dns_k": 50, "eval_step": 0}
+            cfg = {**_ddp_config(rank, nproc, port), "epochs": 2, "dns_n": 1, "dns_k": 50, "eval_step": 0,
+                   "dns_preset": "paper"}  # a pool from epoch 0 (BPR_DNS ships a warm-up)
             config, trainer, train, valid, test = prepare(model, "ml-100k", None, cfg, False)
             assert config["device"].type == "cpu" and dist.get_backend() == "gloo"
             trainer.fit(train, valid, saved=True)

@@ -312,6 +312,21 @@ def test_ablation_chooses_each_rows_learning_rate_on_validation(tmp_path):
         run_experiment("ablation", ["ml-100k"], out, variants={**variants, "choose_seeds": 0}, use_ray=False)
 
 
+def test_the_papers_study_runs_the_papers_dns_unless_told_otherwise():
+    from recbole_dns.experiments import plan
+
+    opts = dict(protocol="full", seeds=1, budget="quick", test_sets=10, negatives=100, models=None)
+    for preset, expected in (("paper", "paper"), ("warmup_band", "warmup_band"), (None, None)):
+        specs = plan("samplers", ["ml-100k"], {**opts, "dns_preset": preset})
+        assert {s.config_dict.get("dns_preset") for s in specs if s.model == "BPR_DNS"} == {expected}
+        assert all("dns_preset" not in s.config_dict for s in specs if s.model == "BPR")  # a base takes none
+    rows = {"reference": "a", "rows": [{"label": "a", "model": "BPR_DNS"}]}
+    specs = plan("ablation", ["ml-100k"], {**opts, "variants": rows, "dns_preset": "paper"})
+    assert "dns_preset" not in specs[0].config_dict  # an ablation row runs what it says
+    with pytest.raises(ValueError, match="dns_preset must be one of paper, warmup_band or None"):
+        run_experiment("samplers", ["ml-100k"], "unused", dns_preset="fast", use_ray=False)
+
+
 def test_epochs_and_seconds_to_reach_a_quality():
     from recbole_dns.experiments.report import Group, best_valid, reach
 

@@ -38,6 +38,10 @@ EXPERIMENTS = ("samplers", "models", "grid", "entropy", "diagnose", "ablation")
 N_VALUES = (1, 5, 10, 20, 30, 40, 50)
 K_VALUES = (10, 50, 100, 150, 200, 250, 300)
 
+#: ``--dns-preset`` of the paper's study (``samplers``, ``models``, ``grid``, ``entropy``, ``diagnose``): the DNS
+#: variants run the paper's setting unless told otherwise (``model``: each model's own defaults)
+DNS_PRESET_CHOICES = ("paper", "warmup_band")
+
 #: short names of ``choose`` keys in the labels of an ablation's candidate rows
 CHOOSE_NAMES = {"learning_rate": "lr", "reg_weight": "L2", "embedding_size": "d"}
 
@@ -60,11 +64,16 @@ def plan(experiment: str, datasets: list[str], opts: dict) -> list[RunSpec]:
         raise ValueError(f"unknown experiment {experiment!r}; choose one of {', '.join(EXPERIMENTS)}")
     base_cfg = {**BUDGETS[opts["budget"]], **opts.get("overrides", {})}
     chosen = opts.get("models") or []
+    # the paper's study runs the paper's DNS; an ablation's rows say what they run
+    preset = None if experiment == "ablation" else opts.get("dns_preset", "paper")
     specs: list[RunSpec] = []
     for dataset in datasets:
         for seed in range(opts["seeds"]):
             def add(model: str, label: str, extra: dict | None = None, variant: dict | None = None) -> None:
-                specs.append(_spec(experiment, dataset, model, label, seed, {**base_cfg, **(extra or {})}, opts, variant))
+                cfg = {**base_cfg, **(extra or {})}
+                if preset and registry.is_dns_model(model):
+                    cfg = {"dns_preset": preset, **cfg}
+                specs.append(_spec(experiment, dataset, model, label, seed, cfg, opts, variant))
 
             if experiment == "samplers":
                 base = chosen[0] if chosen else "BPR"
@@ -106,11 +115,14 @@ def run_experiment(experiment: str, datasets: list[str], out: str | Path, *, mod
                    data_path: str | None = None, test_sets: int = 10, negatives: int = 100, alpha: float = 0.01,
                    n_values: tuple = N_VALUES, k_values: tuple = K_VALUES, n_fixed: int = 10, k_fixed: int = 100,
                    address: str | None = None, use_ray: bool = True, cpus_per_run: float = 1, parallel: int = 0,
-                   variants: dict | None = None, command: str | None = None) -> Path:
+                   variants: dict | None = None, dns_preset: str | None = "paper", command: str | None = None) -> Path:
     """Run (or resume) an experiment and write ``OUT/results.md`` (all experiments written to OUT so far),
     ``OUT/<experiment>_*.csv`` and the figures. Returns the path of ``results.md``."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}; got {protocol!r}")
+    if dns_preset not in (*DNS_PRESET_CHOICES, None):
+        raise ValueError(f"dns_preset must be one of {', '.join(DNS_PRESET_CHOICES)} or None (each model's own defaults); "
+                         f"got {dns_preset!r}")
     if budget not in BUDGETS:
         raise ValueError(f"budget must be one of {', '.join(BUDGETS)}; got {budget!r}")
     if seeds < 1:
@@ -120,7 +132,7 @@ def run_experiment(experiment: str, datasets: list[str], out: str | Path, *, mod
         data_path = str(Path(data_path).resolve())
     opts = dict(protocol=protocol, seeds=seeds, budget=budget, overrides=overrides or {}, data_path=data_path,
                 test_sets=test_sets, negatives=negatives, models=models, n_values=n_values, k_values=k_values,
-                n_fixed=n_fixed, k_fixed=k_fixed, variants=variants)
+                n_fixed=n_fixed, k_fixed=k_fixed, variants=variants, dns_preset=dns_preset)
     run = dict(address=address, use_ray=use_ray, cpus_per_run=cpus_per_run, parallel=parallel)
     if experiment == "ablation":
         check_variants(variants)
@@ -354,6 +366,9 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--cpus-per-run", type=float, default=1, help="CPUs (and torch threads) per training run")
     p.add_argument("--parallel", type=int, default=0, help="runs at once (default: as many as the CPUs allow)")
     p.add_argument("--no-ray", action="store_true", help="run one after another in this process")
+    p.add_argument("--dns-preset", choices=[*DNS_PRESET_CHOICES, "model"], default="paper",
+                   help="the DNS variants' setting in samplers, models, grid, entropy, diagnose: the paper's (default), "
+                        "warmup_band, or each model's own defaults (model)")
     p.add_argument("--variants", default=None, help="ablation: YAML file with `reference` and `rows` (label, model, config)")
     args = p.parse_args(argv)
     try:
@@ -376,6 +391,7 @@ def main(argv: list[str] | None = None) -> Path:
             budget=args.budget, overrides=overrides, data_path=args.data_path, test_sets=args.test_sets,
             negatives=args.negatives, alpha=args.alpha, n_values=tuple(args.n_values), k_values=tuple(args.k_values),
             n_fixed=args.n_fixed, k_fixed=args.k_fixed, address=args.address, use_ray=not args.no_ray,
-            cpus_per_run=args.cpus_per_run, parallel=args.parallel, variants=variants, command=command)
+            cpus_per_run=args.cpus_per_run, parallel=args.parallel, variants=variants,
+            dns_preset=None if args.dns_preset == "model" else args.dns_preset, command=command)
     except (ConfigError, ValueError) as err:
         p.exit(2, f"{p.prog}: error: {err}\n")
