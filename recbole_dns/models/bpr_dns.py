@@ -15,6 +15,11 @@ class BPR_DNS(DNSModel, BPR):
     The pool and the loss use the user/item tables (bias columns included with ``use_bias``); the L2
     term covers the user, positive, negative and contrastive-negative vectors of the batch (the paper
     does not say whether its L2 covers ``i'-``). Prediction is BPR's dot product.
+
+    Defaults differ from the paper (``properties/model/BPR_DNS.yaml``): 10 epochs of BPR's own loss before
+    the first pool, and a pool of each user's cosine ranks 51-150 instead of the 100 least similar items,
+    which beat BPR tuned with the same trials on ml-100k and amazon-beauty (docs/results.md, section 6).
+    ``dns_preset: paper`` restores the paper's setting.
     """
 
     loss_terms = ("dns", "l2")  # what calculate_loss returns, for error messages
