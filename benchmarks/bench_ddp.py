@@ -37,6 +37,7 @@ import torch.distributed as dist
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from recbole_dns.config import with_dns_preset  # noqa: E402
 from recbole_dns.dns import build_pool  # noqa: E402
 from recbole_dns.distributed import rank_and_world, report_errors, spawn  # noqa: E402
 from recbole_dns.quick_start import prepare  # noqa: E402
@@ -77,8 +78,7 @@ def train_all(args, extra: dict) -> list[dict]:
                    "use_gpu": False, "checkpoint_dir": args.checkpoint_dir, **extra}
             if args.data_path:
                 cfg["data_path"] = args.data_path
-            if model.endswith("_DNS"):  # the setting the README's figures were measured with
-                cfg.setdefault("dns_preset", "paper")
+            cfg = with_dns_preset(model, cfg)  # the setting the README's figures were measured with
             config, trainer, train, valid, test = prepare(model, args.dataset, None, cfg, False)
             timer = _EpochTimer(trainer)
             trainer.fit(train, valid, saved=True)

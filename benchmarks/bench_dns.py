@@ -30,6 +30,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from recbole_dns.config import with_dns_preset  # noqa: E402
 from recbole_dns.dns import build_pool, chunk_size_for  # noqa: E402
 from recbole_dns.sampling import exclusion_matrix  # noqa: E402
 from recbole_dns.quick_start import prepare  # noqa: E402
@@ -53,9 +54,8 @@ def _setup(args, model: str, extra: dict | None = None):
               "dns_k": args.k, "dns_n": args.n, "dns_refresh_mb": args.refresh_mb, "use_gpu": args.device == "cuda"}
     if args.data_path:
         config["data_path"] = args.data_path
-    if model.endswith("_DNS"):  # the mechanism as the paper has it, from epoch 0 (BPR_DNS's default warms up first)
-        config["dns_preset"] = "paper"
-    return prepare(model, args.dataset, None, {**config, **(extra or {})})
+    # the mechanism as the paper has it, from epoch 0 (BPR_DNS's default warms up first)
+    return prepare(model, args.dataset, None, with_dns_preset(model, {**config, **(extra or {})}))
 
 
 def bench_refresh(args, trainer, train) -> dict:

@@ -22,7 +22,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from recbole_dns.config import Config  # noqa: E402
+from recbole_dns.config import Config, with_dns_preset  # noqa: E402
 from recbole_dns.models import PACKAGE_MODELS  # noqa: E402
 from recbole_dns.quick_start import _create_dataset  # noqa: E402
 from recbole_dns.trainer import get_trainer  # noqa: E402
@@ -59,8 +59,8 @@ def main() -> None:
           f"{dataset.inter_num} interactions; loaded and split in {load_s:.1f} s ({config['device']})", flush=True)
     rows = []
     for name in args.models:
-        paper = {"dns_preset": "paper"} if name.endswith("_DNS") else {}  # DNS from epoch 0 (no warm-up)
-        config = Config(name, args.dataset, config_dict={**base, **paper}, read_cmd_line=False)
+        config = Config(name, args.dataset, config_dict=with_dns_preset(name, base),  # DNS from epoch 0
+                        read_cmd_line=False)
         init_seed(config["seed"], config["reproducibility"])
         train.update_config(config)
         model = config.model_class(config, train._dataset).to(config["device"])

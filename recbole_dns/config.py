@@ -19,6 +19,15 @@ from recbole_dns.errors import ConfigError
 DNS_PRESETS = ("paper", "warmup_band")
 
 
+def with_dns_preset(model: str, config: dict, preset: str | None = "paper") -> dict:
+    """``config`` with ``dns_preset: preset`` when ``model`` is a DNS model (or ``config`` has ``dns: true``) and
+    ``config`` names no preset; otherwise ``config`` itself. The paper's study, the benchmarks and the tests use
+    it to run the paper's mechanism from epoch 0 whatever a variant's own defaults are."""
+    if preset and "dns_preset" not in config and (models.is_dns_model(model) or config.get("dns")):
+        return {**config, "dns_preset": preset}
+    return config
+
+
 def properties_dir() -> Path:
     """The YAML defaults: ``properties/`` of a checkout, or ``recbole_dns/properties`` of a wheel."""
     package = Path(__file__).resolve().parent

@@ -23,11 +23,11 @@ FAST = {
 @pytest.fixture
 def prepare():
     """``prepare(model, **config) -> (config, trainer, train, valid, test)`` on the embedded ml-100k."""
+    from recbole_dns.config import with_dns_preset
     from recbole_dns.quick_start import prepare as _prepare
 
     def make(model, dataset="ml-100k", **cfg):
-        if (model.endswith("_DNS") or cfg.get("dns")) and "dns_preset" not in cfg:
-            cfg["dns_preset"] = "paper"  # the mechanism as the paper has it, from epoch 0 (BPR_DNS ships a warm-up)
-        return _prepare(model, dataset, None, {**FAST, **cfg}, False)
+        # the mechanism as the paper has it, from epoch 0 (BPR_DNS ships a warm-up)
+        return _prepare(model, dataset, None, with_dns_preset(model, {**FAST, **cfg}), False)
 
     return make

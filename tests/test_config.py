@@ -158,6 +158,12 @@ def test_bpr_dns_defaults_to_the_warm_up_band_and_the_paper_preset_restores_the_
     pinned = make("BPR_DNS", dns_preset="paper")
     assert {k: pinned[k] for k in paper} == paper
     assert (pinned["dns_warmup"], pinned["dns_sampler"], pinned["dns_skip"]) == (0, "dissimilar", 0)
+    from recbole_dns.config import with_dns_preset
+
+    assert with_dns_preset("BPR_DNS", {"dns_k": 5}) == {"dns_k": 5, "dns_preset": "paper"}
+    assert with_dns_preset("BPR", {"dns": True}) == {"dns": True, "dns_preset": "paper"}
+    assert with_dns_preset("BPR", {}) == {} and with_dns_preset("BPR_DNS", {}, None) == {}
+    assert with_dns_preset("BPR_DNS", {"dns_preset": "warmup_band"}) == {"dns_preset": "warmup_band"}  # the caller's wins
     for model in ("LightGCN_DNS", "SGL_DNS", "SimGCL_DNS"):  # nothing beat their tuned bases: the paper's setting
         config = make(model)
         assert {k: config[k] for k in paper} == paper

@@ -59,6 +59,7 @@ def _spec(experiment: str, dataset: str, model: str, label: str, seed: int, conf
 def plan(experiment: str, datasets: list[str], opts: dict) -> list[RunSpec]:
     """The runs of an experiment: one per dataset x row of its table (or grid point) x training seed."""
     from recbole_dns import models as registry
+    from recbole_dns.config import with_dns_preset
 
     if experiment not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {experiment!r}; choose one of {', '.join(EXPERIMENTS)}")
@@ -70,9 +71,7 @@ def plan(experiment: str, datasets: list[str], opts: dict) -> list[RunSpec]:
     for dataset in datasets:
         for seed in range(opts["seeds"]):
             def add(model: str, label: str, extra: dict | None = None, variant: dict | None = None) -> None:
-                cfg = {**base_cfg, **(extra or {})}
-                if preset and registry.is_dns_model(model):
-                    cfg = {"dns_preset": preset, **cfg}
+                cfg = with_dns_preset(model, {**base_cfg, **(extra or {})}, preset)
                 specs.append(_spec(experiment, dataset, model, label, seed, cfg, opts, variant))
 
             if experiment == "samplers":
@@ -237,7 +236,7 @@ def write_report(experiment: str, specs: list[RunSpec], out: Path, alpha: float,
                                             + (f" per dataset {json.dumps(r['datasets'])}" if r.get("datasets") else "")
                                             + (f", choose {json.dumps(r['choose'])}" if r.get("choose") else "")
                                             for r in opts["variants"]["rows"]))
-        body += _table_and_figures("", report.quality_figures(groups, out))[1:]
+        body += _figures(report.quality_figures(groups, out))
     elif experiment == "diagnose":
         body += _table_and_figures(report.diagnose_table(groups), report.diagnose_figures(out, groups))
         body.append("\nF-N rate: share of training instances whose negative is a test item of the user. i'- share: "
@@ -314,9 +313,14 @@ def _choices_table(opts: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _figures(figures: list[Path]) -> list[str]:
+    """Figures as Markdown images (the figures sit beside ``results.md``)."""
+    return [f"\n![{f.stem}]({f.name})" for f in figures]
+
+
 def _table_and_figures(table: str, figures: list[Path]) -> list[str]:
-    """A table followed by its figures as Markdown images (the figures sit beside ``results.md``)."""
-    return [table] + [f"\n![{f.stem}]({f.name})" for f in figures]
+    """A table followed by its figures."""
+    return [table] + _figures(figures)
 
 
 def _expected_fn_rates(groups: list) -> list[str]:
