@@ -6,7 +6,7 @@
     python run_recbole_dns.py --model=LightGCN_DNS --nproc=2               # 2 processes (torch DDP)
 """
 
-from recbole_dns.quick_start import main
+from recbole_dns.cli import main
 
 if __name__ == "__main__":
     main()

@@ -1,14 +1,17 @@
-"""recbole-dns: Dynamic Negative Sampling for contrastive recommendation, as a RecBole extension."""
+"""recbole-dns: Dynamic Negative Sampling for contrastive recommendation, as a RecBole extension.
 
-from recbole_dns import compat
+The package's face. Its layers, low to high (nothing imports upward): ``errors``, ``defaults``, ``shims`` ->
+``parallel`` and the helpers (``sampling``, ``graph``, ``losses``, ``stats``) -> ``dns`` (the mechanism) ->
+``models`` -> ``trainer``, ``checks``, ``checkpoint``, ``evaluation``, ``diagnostics`` -> ``config`` ->
+``quick_start`` (the runner) -> ``launcher`` -> ``cli``, ``tune``, ``experiments``.
+"""
 
-compat.apply()  # RecBole 1.2.1 on today's SciPy / torch / pandas: see recbole_dns/compat.py
-
-from recbole_dns.dns import DNSBatch, DNSModel, DNSPool, build_pool, dns_loss  # noqa: E402
-from recbole_dns.config import Config, ConfigError  # noqa: E402
-from recbole_dns.models import get_model, register_model  # noqa: E402
-from recbole_dns.trainer import DNSTrainer, get_trainer  # noqa: E402
-from recbole_dns.quick_start import load_data_and_model, prepare, run_recbole_dns  # noqa: E402
+from recbole_dns.dns import DNSBatch, DNSModel, DNSPool, build_pool, dns_loss
+from recbole_dns.errors import ConfigError
+from recbole_dns.models import get_model, register_model
+from recbole_dns.trainer import DNSTrainer, get_trainer
+from recbole_dns.config import Config
+from recbole_dns.quick_start import load_data_and_model, prepare, run_recbole_dns
 
 __version__ = "0.1.0"
 

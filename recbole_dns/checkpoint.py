@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from recbole.utils import get_local_time, set_color
 
-from recbole_dns.distributed import PROCESS_GROUP_KEYS, barrier, broadcast_object, rank_and_world
+from recbole_dns.parallel import PROCESS_GROUP_KEYS, barrier, broadcast_object, rank_and_world
 
 
 def to_plain(obj: Any) -> Any:

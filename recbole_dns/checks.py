@@ -3,7 +3,8 @@ key and the fix, instead of a RecBole traceback (in its parser, its sampler or, 
 evaluation).
 
 * :func:`check_atomic_files` - before RecBole reads the files: the ``.inter`` file is there, not empty,
-  has a ``NAME:TYPE`` header with the user and item fields, and at least one row;
+  has a ``NAME:TYPE`` header with the user and item fields, and at least one row; the fields a dataset
+  preset of this package (``properties/dataset/<name>.yaml``) names are in the files;
 * :func:`no_rows_left` - the error for a dataset that RecBole's filters emptied;
 * :func:`check_dataset` - after loading and filtering: ``topk`` / ``valid_metric`` cut-offs against the
   catalogue, and users left with no item to sample as a negative.
@@ -16,7 +17,9 @@ import re
 from typing import Any
 
 import numpy as np
+import yaml
 
+from recbole_dns.defaults import PROPERTIES
 from recbole_dns.errors import ConfigError
 
 #: RecBole's atomic-file column types (``recbole.utils.FeatureType``)
@@ -81,6 +84,47 @@ def check_atomic_files(config: Any) -> None:
             )
         if row is None:
             raise ConfigError(f"{path} has a header and no rows: add one line per interaction")
+    check_preset_fields(config)
+
+
+def _header_fields(path: str, config: Any) -> list[str]:
+    with open(path, encoding=config["encoding"]) as f:
+        header = f.readline().rstrip("\n")
+    return [field.partition(":")[0] for field in header.split(config["field_separator"]) if field]
+
+
+def check_preset_fields(config: Any) -> None:
+    """Raise :class:`ConfigError` when this package's preset for the dataset (``properties/dataset/NAME.yaml``,
+    e.g. ml-1m's filter on ``rating``) names a field its atomic files lack, unless the user's config replaced
+    that key. The message names the preset, the key, the field and how to switch the preset off."""
+    preset = PROPERTIES / "dataset" / f"{config['dataset']}.yaml"
+    if not config["dataset_preset"] or not preset.is_file():
+        return
+    files = {suffix: os.path.join(config["data_path"], f"{config['dataset']}.{suffix}") for suffix in ("inter", "user", "item")}
+    headers = {s: _header_fields(p, config) for s, p in files.items() if os.path.isfile(p)}
+    if config["benchmark_filename"] or "inter" not in headers:
+        return
+    loaded = sorted({f for fields in headers.values() for f in fields})
+    for key, value in (yaml.safe_load(preset.read_text()) or {}).items():
+        if config[key] != value:
+            continue  # the user's config replaced the preset's value
+        if key in ("load_col", "unused_col") and isinstance(value, dict):
+            needs = [(f, suffix) for suffix, fields in value.items() if suffix in headers for f in fields or []]
+        elif key == "val_interval" and isinstance(value, dict):
+            needs = [(f, None) for f in value]
+        elif key.endswith("_FIELD") and isinstance(value, str):
+            needs = [(value, None)]
+        else:
+            continue
+        for field, suffix in needs:
+            have = headers[suffix] if suffix else loaded
+            if field not in have:
+                where = files[suffix] if suffix else ", ".join(files[s] for s in headers)
+                raise ConfigError(
+                    f"dataset preset {preset} sets '{key}', which needs field '{field}'; {where} has only "
+                    f"{', '.join(have)}: switch the preset off with --dataset_preset=false (dataset_preset: false "
+                    f"in a config file), or add the field"
+                )
 
 
 def no_rows_left(config: Any) -> ConfigError:

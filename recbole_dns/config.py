@@ -1,4 +1,5 @@
-"""RecBole configuration for recbole_dns: model resolution, ``dns: true``, YAML defaults, validation."""
+"""RecBole configuration for recbole_dns: model resolution, ``dns: true``, YAML defaults, validation of
+every key this package adds (in one table, :data:`KEYS`), and ``--set KEY=VALUE`` parsing."""
 
 from __future__ import annotations
 
@@ -8,33 +9,24 @@ from pathlib import Path
 from typing import Any
 
 import recbole
+import yaml
 from recbole.config import Config as RecBoleConfig
 
 from recbole_dns import models
+from recbole_dns.defaults import PAPER_PRESET, PROPERTIES, preset_file, presets
 from recbole_dns.dns import DRAWS, PREDICTIONS, REFRESH_DTYPES, SAMPLERS, SIMILARITIES
 from recbole_dns.errors import ConfigError
+from recbole_dns.parallel import init_process_group
+from recbole_dns.shims import distributed_run, recbole_is
 
 
-#: preset files in ``properties/presets/`` selected by the config key ``dns_preset``
-DNS_PRESETS = ("paper", "warmup_band")
-
-
-def with_dns_preset(model: str, config: dict, preset: str | None = "paper") -> dict:
+def with_dns_preset(model: str, config: dict, preset: str | None = PAPER_PRESET) -> dict:
     """``config`` with ``dns_preset: preset`` when ``model`` is a DNS model (or ``config`` has ``dns: true``) and
     ``config`` names no preset; otherwise ``config`` itself. The paper's study, the benchmarks and the tests use
     it to run the paper's mechanism from epoch 0 whatever a variant's own defaults are."""
     if preset and "dns_preset" not in config and (models.is_dns_model(model) or config.get("dns")):
         return {**config, "dns_preset": preset}
     return config
-
-
-def properties_dir() -> Path:
-    """The YAML defaults: ``properties/`` of a checkout, or ``recbole_dns/properties`` of a wheel."""
-    package = Path(__file__).resolve().parent
-    for candidate in (package.parent / "properties", package / "properties"):
-        if (candidate / "overall.yaml").is_file():
-            return candidate
-    raise FileNotFoundError(f"recbole_dns's YAML defaults (overall.yaml) are missing next to {package}")
 
 
 def _is_int(v: Any) -> bool:
@@ -45,9 +37,11 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
-#: key -> (check, description of the allowed values)
-DNS_KEYS: dict[str, tuple[Any, str]] = {
+#: every key this package adds: key -> (check, description of the allowed values)
+KEYS: dict[str, tuple[Any, str]] = {
     "dns": (lambda v: isinstance(v, bool), "true or false"),
+    "dns_preset": (lambda v: v is None or v in presets(), f"one of {', '.join(presets())} or null"),
+    "dataset_preset": (lambda v: isinstance(v, bool), "true or false"),
     "dns_n": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "dns_k": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "dns_tau": (lambda v: _is_number(v) and v > 0, "a number > 0"),
@@ -71,12 +65,29 @@ DNS_KEYS: dict[str, tuple[Any, str]] = {
 }
 
 
-def validate_dns_config(config: Any) -> None:
-    """Raise :class:`ConfigError` for a DNS key outside its allowed values."""
-    for key, (check, allowed) in DNS_KEYS.items():
-        value = config[key]
-        if not check(value):
-            raise ConfigError(f"config key '{key}' must be {allowed}; got {value!r}")
+def check_key(key: str, value: Any) -> None:
+    """Raise :class:`ConfigError` when ``value`` is outside the allowed values of ``key`` (:data:`KEYS`)."""
+    check, allowed = KEYS[key]
+    if not check(value):
+        raise ConfigError(f"config key '{key}' must be {allowed}; got {value!r}")
+
+
+def validate_config(config: Any) -> None:
+    """Raise :class:`ConfigError` for a key of :data:`KEYS` outside its allowed values."""
+    for key in KEYS:
+        check_key(key, config[key])
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """``["KEY=VALUE", ...]`` (the ``--set`` option of the experiments and sweeps) as a config dict; each value
+    is read as YAML (``5`` an int, ``[1,2]`` a list, ``true`` a bool)."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set takes KEY=VALUE; got {item!r}")
+        overrides[key] = yaml.safe_load(value)
+    return overrides
 
 
 class Config(RecBoleConfig):
@@ -87,8 +98,11 @@ class Config(RecBoleConfig):
     * ``dns: true`` turns a supported base model into its ``_DNS`` variant;
     * YAML defaults load in this order (later wins): RecBole's, ``properties/overall.yaml``, the base
       model's RecBole YAML for a ``_DNS`` variant, ``properties/model/<model>.yaml``,
-      ``properties/dataset/<dataset>.yaml``, ``properties/presets/<dns_preset>.yaml``; then config files, ``config_dict`` and the command line;
-    * the DNS keys are validated.
+      ``properties/dataset/<dataset>.yaml`` (unless ``dataset_preset: false``), ``properties/presets/<dns_preset>.yaml``
+      (the paper's preset holds the DNS keys' defaults; a model's YAML may name another preset); then
+      config files, ``config_dict`` and the command line;
+    * the keys of :data:`KEYS` are validated;
+    * a distributed run (``local_rank`` set) joins its process group on the CPU (gloo) or GPUs (NCCL).
 
     ``read_cmd_line=False`` ignores ``sys.argv`` (RecBole always reads it).
     """
@@ -106,7 +120,7 @@ class Config(RecBoleConfig):
             if not os.path.isfile(path):
                 raise ConfigError(f"config file not found: {path}")
         super().__init__(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
-        validate_dns_config(self)
+        validate_config(self)
 
     def _load_cmd_line(self):
         return super()._load_cmd_line() if self._read_cmd_line else {}
@@ -122,8 +136,8 @@ class Config(RecBoleConfig):
                 raise ConfigError("config key 'dataset' is not set: give --dataset=NAME, a config file or config_dict")
         name = model if isinstance(model, str) else model.__name__
         dns = self.external_config_dict.get("dns", None)
-        if dns is not None and not isinstance(dns, bool):
-            raise ConfigError(f"config key 'dns' must be true or false; got {dns!r}")
+        if dns is not None:
+            check_key("dns", dns)
         if dns:
             name = models.dns_variant(name)
         elif dns is False and models.is_dns_model(name):
@@ -133,26 +147,41 @@ class Config(RecBoleConfig):
 
     def _load_internal_config_dict(self, model, model_class, dataset):
         super()._load_internal_config_dict(model, model_class, dataset)
-        props = properties_dir()
         recbole_props = Path(recbole.__file__).resolve().parent / "properties" / "model"
-        files = [props / "overall.yaml"]
+        files = [PROPERTIES / "overall.yaml", preset_file(PAPER_PRESET)]
         base = models.base_of(model)
         if base is not None:
             files.append(recbole_props / f"{base}.yaml")
-            files.append(props / "model" / f"{base}.yaml")
-        files += [props / "model" / f"{model}.yaml", props / "dataset" / f"{dataset}.yaml"]
-        preset = self.external_config_dict.get("dns_preset")
-        if preset is not None:
-            if preset not in DNS_PRESETS:
-                raise ConfigError(f"config key 'dns_preset' must be one of {', '.join(DNS_PRESETS)} or null; got {preset!r}")
-            if not models.is_dns_model(model):
-                raise ConfigError(f"config key 'dns_preset' applies to a _DNS model (or dns: true); model {model!r} is not one")
-            files.append(props / "presets" / f"{preset}.yaml")  # after the defaults, before the user's keys
+            files.append(PROPERTIES / "model" / f"{base}.yaml")
+        files.append(PROPERTIES / "model" / f"{model}.yaml")
+        dataset_preset = self.external_config_dict.get("dataset_preset", True)
+        check_key("dataset_preset", dataset_preset)
+        if dataset_preset:
+            files.append(PROPERTIES / "dataset" / f"{dataset}.yaml")
         for path in files:
             if path.is_file():
                 self._update_internal_config_dict(str(path))
+        preset = self.external_config_dict.get("dns_preset")
+        if preset is not None:
+            check_key("dns_preset", preset)
+            if not models.is_dns_model(model):
+                raise ConfigError(f"config key 'dns_preset' applies to a _DNS model (or dns: true); model {model!r} is not one")
+        else:
+            preset = self.internal_config_dict["dns_preset"]  # the model's YAML, else the paper's
+        # on top of the paper's keys, after the model's defaults, before the user's keys
+        self._update_internal_config_dict(str(preset_file(preset)))
+        self.internal_config_dict["dns_preset"] = preset
         if models.is_dns_model(model):
             self.internal_config_dict["dns"] = True
+
+    def _init_device(self):
+        """RecBole 1.2.1 hard-codes NCCL and CUDA devices for a distributed run (``local_rank`` set): here gloo
+        on the CPU, NCCL on GPUs, with a timeout (:func:`~recbole_dns.parallel.init_process_group`), and the
+        distributed shims of :func:`~recbole_dns.shims.distributed_run`."""
+        if "local_rank" not in self.final_config_dict or not recbole_is("1.2.1"):
+            return super()._init_device()
+        distributed_run()
+        init_process_group(self.final_config_dict)
 
     def _get_final_config_dict(self):
         final = super()._get_final_config_dict()

@@ -7,3 +7,7 @@ class ConfigError(ValueError):
 
 class LossNotFiniteError(ConfigError):
     """A training loss term became nan or infinite (usually a learning rate or loss weight too large)."""
+
+
+class DistributedError(RuntimeError):
+    """A rank of a distributed run failed, died or timed out; the message names the rank and the cause."""

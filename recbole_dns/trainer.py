@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 from typing import Any
 
 import torch
@@ -14,6 +15,19 @@ from recbole.utils import get_trainer as recbole_get_trainer
 from recbole_dns.checkpoint import CheckpointMixin, _unwrap
 from recbole_dns.dns import DNSModel
 from recbole_dns.errors import LossNotFiniteError
+
+
+class EpochTimerMixin:
+    """Put first in front of a RecBole ``Trainer``: ``self.epoch_times`` gets the wall-clock seconds of every
+    training epoch (the epoch-start work, e.g. a DNS pool refresh, included; evaluation not)."""
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        if not hasattr(self, "epoch_times"):
+            self.epoch_times: list[float] = []
+        start = time.perf_counter()
+        out = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+        self.epoch_times.append(time.perf_counter() - start)
+        return out
 
 
 class EpochHookMixin:
@@ -129,9 +143,9 @@ class FiniteLossMixin:
         )
 
 
-class DNSTrainer(EpochHookMixin, MonitorMixin, FiniteLossMixin, CheckpointMixin, Trainer):
-    """RecBole's ``Trainer`` for DNS models: the epoch hook, diagnostics, the stop at a nan / infinite loss
-    term and safe, resumable checkpoints."""
+class DNSTrainer(EpochTimerMixin, EpochHookMixin, MonitorMixin, FiniteLossMixin, CheckpointMixin, Trainer):
+    """RecBole's ``Trainer`` for DNS models: epoch times, the epoch hook, diagnostics, the stop at a nan /
+    infinite loss term and safe, resumable checkpoints."""
 
     def __init__(self, config: Any, model: torch.nn.Module) -> None:
         if not isinstance(_unwrap(model), DNSModel):
@@ -141,13 +155,13 @@ class DNSTrainer(EpochHookMixin, MonitorMixin, FiniteLossMixin, CheckpointMixin,
 
 @functools.lru_cache(maxsize=None)
 def _compose(trainer_cls: type, hook: bool) -> type:
-    """``trainer_cls`` with :class:`MonitorMixin`, :class:`FiniteLossMixin`, :class:`CheckpointMixin` (and
-    :class:`EpochHookMixin`) in front."""
+    """``trainer_cls`` with :class:`EpochTimerMixin`, (:class:`EpochHookMixin`,) :class:`MonitorMixin`,
+    :class:`FiniteLossMixin` and :class:`CheckpointMixin` in front."""
     if not issubclass(trainer_cls, Trainer):  # e.g. the decision-tree trainers: no epochs, no checkpoints
         return trainer_cls
     if hook and trainer_cls is Trainer:
         return DNSTrainer
-    wanted = ((EpochHookMixin,) if hook else ()) + (MonitorMixin, FiniteLossMixin, CheckpointMixin)
+    wanted = (EpochTimerMixin,) + ((EpochHookMixin,) if hook else ()) + (MonitorMixin, FiniteLossMixin, CheckpointMixin)
     mixins = tuple(m for m in wanted if not issubclass(trainer_cls, m))
     return type(trainer_cls.__name__, (*mixins, trainer_cls), {"__module__": __name__}) if mixins else trainer_cls
 

@@ -12,7 +12,7 @@ import torch
 
 from recbole_dns import run_recbole_dns
 from recbole_dns.errors import ConfigError, LossNotFiniteError
-from recbole_dns.quick_start import main
+from recbole_dns.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADER = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"

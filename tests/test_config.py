@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from recbole_dns import Config, ConfigError, get_model
-from recbole_dns.config import properties_dir
+from recbole_dns.defaults import PROPERTIES
 from recbole_dns.models import DNS_VARIANTS, PACKAGE_MODELS
 
 FAST = {"state": "WARNING", "show_progress": False}
@@ -111,10 +111,10 @@ def test_missing_config_file_is_a_clear_error():
 def test_every_base_model_has_a_yaml_of_defaults_and_variants_inherit_them():
     for name in PACKAGE_MODELS:
         if name in DNS_VARIANTS.values():  # the base's YAML applies; the variant's own may only set DNS keys
-            own = properties_dir() / "model" / f"{name}.yaml"
+            own = PROPERTIES / "model" / f"{name}.yaml"
             assert not own.exists() or all(k.startswith("dns_") for k in yaml.safe_load(own.read_text())), name
         else:
-            assert (properties_dir() / "model" / f"{name}.yaml").is_file(), name
+            assert (PROPERTIES / "model" / f"{name}.yaml").is_file(), name
     for base, variant in DNS_VARIANTS.items():
         assert base in PACKAGE_MODELS and variant in PACKAGE_MODELS
         plain, dns = make(base), make(variant)
@@ -128,7 +128,7 @@ def test_properties_are_found_from_the_installed_package(tmp_path):
     import subprocess
     import sys
 
-    code = ("import recbole_dns, recbole_dns.config as c; d = c.properties_dir(); "
+    code = ("import recbole_dns, recbole_dns.defaults as c; d = c.PROPERTIES; "
             "print(recbole_dns.__file__); print(d); print((d / 'overall.yaml').is_file(), (d / 'model' / 'BPR.yaml').is_file())")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
                          env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
@@ -151,8 +151,8 @@ def test_dns_preset_loads_its_file_and_the_users_keys_win():
 def test_bpr_dns_defaults_to_the_warm_up_band_and_the_paper_preset_restores_the_paper():
     import yaml
 
-    band = yaml.safe_load((properties_dir() / "presets" / "warmup_band.yaml").read_text())
-    paper = yaml.safe_load((properties_dir() / "presets" / "paper.yaml").read_text())
+    band = yaml.safe_load((PROPERTIES / "presets" / "warmup_band.yaml").read_text())
+    paper = yaml.safe_load((PROPERTIES / "presets" / "paper.yaml").read_text())
     for config in (make("BPR_DNS"), make("BPR", dns=True)):
         assert {k: config[k] for k in band} == band  # the shipped default is the preset that won
     pinned = make("BPR_DNS", dns_preset="paper")

@@ -4,7 +4,6 @@ The process tests spawn 2 CPU processes each (about 60 s in all on 2 cores).
 """
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,15 +16,11 @@ import torch
 import torch.distributed as dist
 
 from recbole_dns import DNSPool, build_pool, load_data_and_model
-from recbole_dns.distributed import DistributedError, report_errors, shard_bounds, spawn
+from recbole_dns.errors import DistributedError
+from recbole_dns.launcher import free_port, report_errors, spawn
+from recbole_dns.parallel import shard_bounds
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
 
 
 def _random_tables(n_users=53, n_items=40, d=8, seed=0):
@@ -138,7 +133,7 @@ def two_process_run(tmp_path_factory):
     cwd = os.getcwd()
     os.chdir(tmp_path_factory.mktemp("ddp"))
     try:
-        yield spawn(_train_two_models, 2, (_free_port(),))[0]
+        yield spawn(_train_two_models, 2, (free_port(),))[0]
     finally:
         os.chdir(cwd)
 
@@ -177,7 +172,7 @@ def test_checkpoint_of_two_processes_resumes_in_one(two_process_run, prepare):
 def test_command_line_two_processes(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run(
-        [sys.executable, str(ROOT / "run_recbole_dns.py"), "--nproc=2", f"--port={_free_port()}", "--epochs=1",
+        [sys.executable, str(ROOT / "run_recbole_dns.py"), "--nproc=2", f"--port={free_port()}", "--epochs=1",
          "--show_progress=False", "--dns_k=50", "--use_gpu=False"],
         capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path,
     )
@@ -195,7 +190,7 @@ def test_command_line_two_processes(tmp_path):
     ],
 )
 def test_command_line_bad_distributed_flags_are_one_line(monkeypatch, capsys, flags, message):
-    from recbole_dns.quick_start import main
+    from recbole_dns.cli import main
 
     monkeypatch.setattr("sys.argv", ["run_recbole_dns.py", *flags])  # RecBole reads --key=value from sys.argv
     with pytest.raises(SystemExit) as exit_info:
@@ -209,7 +204,7 @@ def test_command_line_bad_distributed_flags_are_one_line(monkeypatch, capsys, fl
 
 
 def _join(rank, nproc, port, timeout):
-    from recbole_dns.compat import init_process_group
+    from recbole_dns.parallel import init_process_group
 
     init_process_group({"gpu_id": "", "use_gpu": False, "local_rank": rank, "nproc": nproc, "world_size": nproc,
                         "ip": "localhost", "port": port, "offset": 0, "dist_timeout": timeout})
@@ -234,25 +229,33 @@ def _rank_1_hangs(rank, nproc, port, queue):
 def test_a_failing_rank_ends_the_run_with_its_error():
     start = time.monotonic()
     with pytest.raises(DistributedError, match=r"^rank 1 failed: ValueError: boom on purpose$"):
-        spawn(_rank_1_fails, 2, (_free_port(),))
+        spawn(_rank_1_fails, 2, (free_port(),))
     assert time.monotonic() - start < 60
 
 
 def test_a_hanging_rank_times_out_instead_of_hanging():
     start = time.monotonic()
     with pytest.raises(DistributedError, match=r"^rank 0 failed: .*(timed out|Timed out|timeout)"):
-        spawn(_rank_1_hangs, 2, (_free_port(),))
+        spawn(_rank_1_hangs, 2, (free_port(),))
     assert time.monotonic() - start < 60
 
 
 def test_ranks_creating_the_same_folder_at_once_do_not_fail(tmp_path, monkeypatch):
-    """RecBole 1.2.1's ensure_dir races between ranks (exists, then makedirs): the shim does not."""
+    """RecBole 1.2.1's ensure_dir races between ranks (exists, then makedirs): the shim of a distributed run
+    does not; a one-process run keeps RecBole's own."""
     import recbole.trainer.trainer as recbole_trainer
     import recbole.utils.logger as recbole_logger
 
+    from recbole_dns.shims import distributed_run
+
+    modules = (recbole_logger, recbole_trainer)
+    for module in modules:  # restored after the test
+        monkeypatch.setattr(module, "ensure_dir", module.ensure_dir)
+        assert module.ensure_dir.__module__ == "recbole.utils.utils"  # not applied at import
+    distributed_run()
     folder = tmp_path / "log"
     folder.mkdir()
     monkeypatch.setattr("os.path.exists", lambda path: False)  # the other rank created it in between
-    for module in (recbole_logger, recbole_trainer):
+    for module in modules:
         module.ensure_dir(str(folder))
     assert folder.is_dir()

@@ -238,7 +238,7 @@ def test_command_line_and_recbole_dns_subcommand(tmp_path):
     out = subprocess.run([sys.executable, "-m", "recbole_dns.experiments", "nope"], capture_output=True, text=True,
                          env=env, timeout=300)
     assert out.returncode == 2 and "invalid choice: 'nope'" in out.stderr and "Traceback" not in out.stderr
-    from recbole_dns.quick_start import main
+    from recbole_dns.cli import main
 
     with pytest.raises(SystemExit) as exit_info:  # recbole-dns experiments ... is the same command
         main(["experiments", "grid", "--models", "NeuMF", f"--out={tmp_path}", "--no-ray"])

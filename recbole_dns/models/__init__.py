@@ -1,5 +1,9 @@
 """Model registry: models registered by the user, this package's models, then every built-in RecBole model.
 
+This package's models are found by convention: every recommender class defined in a module of this
+folder, by its class name; a class that mixes in :class:`~recbole_dns.dns.DNSModel` is the DNS variant of
+its base (what ``dns: true`` selects).
+
 RecBole 1.2.1's ``get_model`` only looks inside ``recbole.model`` and turns an unknown name into a
 lightgbm ``ModuleNotFoundError``; :func:`get_model` here gives a clear error instead. A user's own model
 (and its DNS variant) joins with :func:`register_model`.
@@ -11,35 +15,18 @@ import difflib
 import functools
 import importlib
 import importlib.util
+import pkgutil
 import re
 from pathlib import Path
 
-from recbole_dns.errors import ConfigError
+from recbole.model.abstract_recommender import AbstractRecommender
 
-#: this package's models: name -> module
-PACKAGE_MODELS: dict[str, str] = {
-    "BPR": "recbole_dns.models.bpr",
-    "BPR_DNS": "recbole_dns.models.bpr_dns",
-    "LightGCN": "recbole_dns.models.lightgcn",
-    "LightGCN_DNS": "recbole_dns.models.lightgcn_dns",
-    "SGL": "recbole_dns.models.sgl",
-    "SGL_DNS": "recbole_dns.models.sgl_dns",
-    "SimGCL": "recbole_dns.models.simgcl",
-    "SimGCL_DNS": "recbole_dns.models.simgcl_dns",
-    "MixGCF": "recbole_dns.models.mixgcf",
-    "PRIS": "recbole_dns.models.pris",
-}
+from recbole_dns.dns import DNSModel
+from recbole_dns.errors import ConfigError
+from recbole_dns.shims import restore_dok_update
 
 #: models registered with :func:`register_model`: name -> class
 REGISTERED: dict[str, type] = {}
-
-#: base model -> its DNS variant (what ``dns: true`` selects); :func:`register_model` adds to it
-DNS_VARIANTS: dict[str, str] = {
-    "BPR": "BPR_DNS",
-    "LightGCN": "LightGCN_DNS",
-    "SGL": "SGL_DNS",
-    "SimGCL": "SimGCL_DNS",
-}
 
 _RECBOLE_SUBMODULES = (
     "general_recommender",
@@ -81,21 +68,12 @@ def register_model(*classes: type) -> None:
 
         register_model(MyMF_DNS)   # "MyMF" and "MyMF_DNS"; dns: true on MyMF -> MyMF_DNS
     """
-    from recbole.model.abstract_recommender import AbstractRecommender
-
-    from recbole_dns.dns import DNSModel
-
     for cls in classes:
         if not (isinstance(cls, type) and issubclass(cls, AbstractRecommender)):
             raise TypeError(f"register_model takes RecBole model classes; got {cls!r}")
         REGISTERED[cls.__name__] = cls
-        if issubclass(cls, DNSModel):
-            base = next(
-                (c for c in cls.__mro__[1:] if issubclass(c, AbstractRecommender) and not issubclass(c, DNSModel)),
-                None,
-            )
-            if base is None or base.__module__ == "recbole.model.abstract_recommender":
-                raise TypeError(f"{cls.__name__} mixes in DNSModel but has no base recommender to be a variant of")
+        base = _dns_base(cls)
+        if base is not None:
             if base.__name__ not in PACKAGE_MODELS and base.__name__ not in recbole_models():
                 REGISTERED.setdefault(base.__name__, base)
             DNS_VARIANTS[base.__name__] = cls.__name__
@@ -112,9 +90,10 @@ def get_model(name: str) -> type:
     if name in REGISTERED:
         return REGISTERED[name]
     if name in PACKAGE_MODELS:
-        return getattr(importlib.import_module(PACKAGE_MODELS[name]), name)
+        return PACKAGE_MODELS[name]
     builtin = recbole_models()
     if name in builtin:
+        restore_dok_update()  # RecBole's NGCF, NCL, GCMC and SpectralCF on SciPy >= 1.13
         try:
             return getattr(importlib.import_module(builtin[name]), name)
         except ImportError as err:
@@ -155,3 +134,34 @@ def base_of(name: str) -> str | None:
         if var == name:
             return base
     return None
+
+
+def _dns_base(cls: type) -> type | None:
+    """The base recommender of a class that mixes in :class:`DNSModel` (the first recommender class after the
+    mixins in its MRO); ``None`` for a class that does not mix it in."""
+    if not issubclass(cls, DNSModel):
+        return None
+    base = next((c for c in cls.__mro__[1:] if issubclass(c, AbstractRecommender) and not issubclass(c, DNSModel)), None)
+    if base is None or base.__module__ == "recbole.model.abstract_recommender":
+        raise TypeError(f"{cls.__name__} mixes in DNSModel but has no base recommender to be a variant of")
+    return base
+
+
+def _discover() -> dict[str, type]:
+    """This package's models: the recommender classes defined in the modules of this folder, by name."""
+    found: dict[str, type] = {}
+    for info in pkgutil.iter_modules(__path__):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        for obj in vars(module).values():
+            if isinstance(obj, type) and issubclass(obj, AbstractRecommender) and obj.__module__ == module.__name__:
+                found[obj.__name__] = obj
+    return found
+
+
+#: this package's models: name -> class
+PACKAGE_MODELS: dict[str, type] = _discover()
+
+#: base model -> its DNS variant (what ``dns: true`` selects); :func:`register_model` adds to it
+DNS_VARIANTS: dict[str, str] = {
+    base.__name__: cls.__name__ for cls in PACKAGE_MODELS.values() if (base := _dns_base(cls)) is not None
+}

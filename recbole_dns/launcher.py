@@ -1,93 +1,51 @@
-"""One training across processes, GPUs and machines (torch DDP), as RecBole 1.2.1's ``run_recbole.py --nproc``.
+"""Work on several processes: the ranks of one training (torch DDP, as RecBole 1.2.1's
+``run_recbole.py --nproc``) and a Ray session for many trainings (sweeps, experiments).
 
 :func:`run` spawns ``nproc`` processes with ``torch.multiprocessing.spawn``, each of which runs
-:func:`~recbole_dns.quick_start.run_recbole_dns` as one rank: RecBole's ``Config`` joins the process
-group (gloo on the CPU, NCCL on GPUs, a timeout: :func:`recbole_dns.compat.init_process_group`),
+:func:`~recbole_dns.quick_start.run_recbole_dns` as one rank: :class:`recbole_dns.Config` joins the process
+group (gloo on the CPU, NCCL on GPUs, a timeout: :func:`recbole_dns.parallel.init_process_group`),
 RecBole's data loaders give each rank its share of every batch and of the evaluation users, and
 RecBole's ``Trainer`` all-reduces the gradients through ``DistributedDataParallel``. A DNS model builds
-its pool once per refresh across the ranks (:meth:`recbole_dns.dns.DNSPool.refresh` with the helpers
-below). Rank 0 writes the checkpoints; the result comes back from rank 0.
+its pool once per refresh across the ranks (:mod:`recbole_dns.parallel`). Rank 0 writes the checkpoints;
+the result comes back from rank 0.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import socket
 from typing import Any, Iterator
 
 import torch
 import torch.distributed as dist
 from torch.multiprocessing.spawn import ProcessException
 
-from recbole_dns.compat import distributed_on_cuda
-from recbole_dns.errors import ConfigError
+from recbole_dns.config import Config
+from recbole_dns.errors import ConfigError, DistributedError
+from recbole_dns.parallel import distributed_on_cuda
+from recbole_dns.quick_start import run_recbole_dns
 
 
-#: config keys that describe a distributed run's process group (set by :func:`run`), not the model
-PROCESS_GROUP_KEYS = ("local_rank", "world_size", "nproc", "ip", "port", "offset")
+def free_port() -> int:
+    """A TCP port that is free on this machine now (for a process group's rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
 
 
-class DistributedError(RuntimeError):
-    """A rank of a distributed run failed, died or timed out; the message names the rank and the cause."""
+def init_ray(address: str | None = None, log_to_driver: bool = True) -> bool:
+    """Connect to the Ray cluster at ``address``, or start a local Ray (no dashboard), unless Ray is
+    already up. Returns whether this call started it."""
+    import ray
 
-
-def rank_and_world() -> tuple[int, int]:
-    """``(rank, world_size)`` of the current process group, ``(0, 1)`` without one."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def shard_bounds(n: int, world_size: int, rank: int) -> tuple[int, int]:
-    """Rows ``[start, end)`` of ``n`` that ``rank`` of ``world_size`` owns: contiguous, sizes differ by <= 1."""
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank must be in [0, {world_size}); got {rank}")
-    base, extra = divmod(n, world_size)
-    start = rank * base + min(rank, extra)
-    return start, start + base + (rank < extra)
-
-
-def all_gather_rows(shard: torch.Tensor, n: int) -> torch.Tensor:
-    """Concatenate every rank's :func:`shard_bounds` shard of an ``n``-row tensor, on every rank."""
-    rank, world = rank_and_world()
-    if world == 1:
-        return shard
-    bounds = [shard_bounds(n, world, r) for r in range(world)]
-    start, end = bounds[rank]
-    if shard.shape[0] != end - start:
-        raise ValueError(f"rank {rank} holds {shard.shape[0]} rows, expected {end - start} of {n}")
-    rows = max(e - s for s, e in bounds)
-    padded = shard.new_zeros((rows, *shard.shape[1:]))  # all_gather wants equal shapes
-    padded[: shard.shape[0]] = shard
-    parts = [torch.empty_like(padded) for _ in range(world)]
-    dist.all_gather(parts, padded)
-    return torch.cat([part[: e - s] for part, (s, e) in zip(parts, bounds)])
-
-
-def shared_seed(device: torch.device | str = "cpu") -> int:
-    """A seed drawn from rank 0's torch RNG and broadcast: the same on every rank (rank 0's draw alone
-    without a process group)."""
-    seed = torch.randint(0, 2**62, (1,), dtype=torch.long)
-    _, world = rank_and_world()
-    if world > 1:
-        seed = seed.to(device)
-        dist.broadcast(seed, src=0)
-    return int(seed.item())
-
-
-def barrier() -> None:
-    """Wait for every rank (no-op without a process group)."""
-    if rank_and_world()[1] > 1:
-        dist.barrier()
-
-
-def broadcast_object(obj: Any) -> Any:
-    """Rank 0's ``obj`` on every rank (``obj`` itself without a process group)."""
-    if rank_and_world()[1] == 1:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
+    if ray.is_initialized():
+        return False
+    if address:
+        ray.init(address=address, log_to_driver=log_to_driver)
+    else:
+        ray.init(include_dashboard=False, log_to_driver=log_to_driver)
+    return True
 
 
 def _threads_per_rank(nproc: int) -> int:
@@ -115,8 +73,6 @@ def report_errors(rank: int, queue) -> Iterator[None]:
 
 def _worker(rank: int, nproc: int, kwargs: dict, queue) -> None:
     """One rank: :func:`~recbole_dns.quick_start.run_recbole_dns` with ``local_rank = rank``."""
-    from recbole_dns.quick_start import run_recbole_dns
-
     torch.set_num_threads(_threads_per_rank(nproc))  # nproc ranks share this machine's cores
     kwargs = dict(kwargs, config_dict={**kwargs["config_dict"], "local_rank": rank})
     with report_errors(rank, queue):
@@ -152,9 +108,6 @@ def run(
         ConfigError: bad flags or config (before any process starts, or from a rank).
         DistributedError: a rank failed, was killed or timed out (``dist_timeout`` seconds).
     """
-    from recbole_dns.config import Config
-    from recbole_dns.quick_start import run_recbole_dns
-
     kwargs = dict(model=model, dataset=dataset, config_file_list=config_file_list, saved=saved,
                   read_cmd_line=read_cmd_line, resume_file=resume_file)
     if nproc == 1 and world_size <= 0:

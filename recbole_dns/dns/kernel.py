@@ -1,0 +1,173 @@
+"""The pool kernel (Eq. 4 of the paper): for every user, ``k`` allowed items by cosine similarity to the
+user (the lowest for DNS), or ``k`` random ones, chunked to a memory bound."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+
+from recbole_dns.defaults import default
+
+SAMPLERS = ("dissimilar", "similar", "random")
+
+#: ``dns_refresh_dtype`` -> the precision the refresh scores in.
+REFRESH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def chunk_size_for(n_items: int, memory_mb: float) -> int:
+    """Users per chunk so that a chunk's score matrix and top-k work fit in ``memory_mb`` MiB.
+
+    A chunk holds ``chunk x n_items`` scores (float32; one buffer reused for every chunk) plus,
+    transiently, about as much again for ``torch.topk``'s work buffers; we budget 8 bytes per score.
+    The largest chunk is also the fastest, on the CPU as on a GPU.
+    """
+    n_items = max(1, n_items)
+    return max(1, int(memory_mb * 2**20) // (8 * n_items))
+
+
+@dataclass
+class ExclusionRows:
+    """An exclusion matrix as :func:`build_pool` reads it: CSR row pointers on the host and on the
+    device, column indices on the device (duplicates merged). :class:`DNSPool` keeps one per shard so
+    that a refresh does not convert the matrix again."""
+
+    shape: tuple[int, int]
+    host_indptr: np.ndarray
+    indptr: torch.Tensor
+    indices: torch.Tensor
+
+    @classmethod
+    def from_csr(cls, exclude: sp.spmatrix, device: torch.device | str = "cpu") -> "ExclusionRows":
+        exclude = sp.csr_matrix(exclude, dtype=np.float32)
+        exclude.sum_duplicates()
+        exclude.eliminate_zeros()
+        indptr = exclude.indptr.astype(np.int64)
+        indices = torch.as_tensor(exclude.indices.astype(np.int64), device=device)
+        return cls(tuple(exclude.shape), indptr, torch.as_tensor(indptr, device=device), indices)
+
+
+@torch.no_grad()
+def build_pool(
+    user_emb: torch.Tensor,
+    item_emb: torch.Tensor,
+    exclude: sp.csr_matrix | ExclusionRows,
+    k: int,
+    sampler: str = "dissimilar",
+    chunk_size: int | None = None,
+    dtype: torch.dtype = torch.float32,
+    generator: torch.Generator | None = None,
+    skip: int = 0,
+) -> torch.LongTensor:
+    """Retrieve ``k`` candidate negatives per user (Eq. 4 of the paper).
+
+    Args:
+        user_emb: ``[n_users, d]`` user embedding table.
+        item_emb: ``[n_items, d]`` item embedding table (same device).
+        exclude: ``[n_users, n_items]`` sparse matrix; a non-zero entry means the item may not be
+            in the user's pool (training positives and RecBole's padding item 0); or the same as
+            :class:`ExclusionRows`.
+        k: pool size per user.
+        sampler: ``"dissimilar"`` - the k allowed items with the LOWEST cosine similarity (DNS);
+            ``"similar"`` - the k highest (hard negatives, ANCE-style);
+            ``"random"`` - k distinct allowed items drawn uniformly (torch's RNG).
+        chunk_size: users scored at once; ``None`` picks it from the ``dns_refresh_mb`` default (:func:`chunk_size_for`).
+        dtype: precision of the scores: ``torch.float32``, or ``torch.float16`` / ``torch.bfloat16``
+            (faster on a GPU; near-ties may then order differently, see the README).
+        generator: the ``random`` sampler's torch generator (default: torch's global RNG).
+        skip: a rank band: leave out the ``skip`` first items of the sampler's order and keep the next
+            ``k`` (a user with fewer than ``skip + k`` allowed items keeps the last ``k`` of its order).
+
+    Returns:
+        ``LongTensor [n_users, k]`` of item ids on the embeddings' device. A user with fewer than
+        ``k`` allowed items gets its allowed items repeated (one warning says how many users).
+
+    Raises:
+        ValueError: bad arguments, or a user with no allowed item at all.
+    """
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}; got {sampler!r}")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be an integer >= 1; got {k!r}")
+    if isinstance(skip, bool) or not isinstance(skip, (int, np.integer)) or skip < 0:
+        raise ValueError(f"skip must be an integer >= 0; got {skip!r}")
+    if user_emb.dim() != 2 or item_emb.dim() != 2 or user_emb.shape[1] != item_emb.shape[1]:
+        raise ValueError(
+            f"user_emb and item_emb must be 2-D with the same width; got {tuple(user_emb.shape)} "
+            f"and {tuple(item_emb.shape)}"
+        )
+    n_users, n_items = user_emb.shape[0], item_emb.shape[0]
+    if tuple(exclude.shape) != (n_users, n_items):
+        raise ValueError(f"exclude must have shape {(n_users, n_items)}; got {tuple(exclude.shape)}")
+    k = int(k)
+    device = user_emb.device
+    index = exclude if isinstance(exclude, ExclusionRows) else ExclusionRows.from_csr(exclude, device)
+    host_indptr, indptr, indices = index.host_indptr, index.indptr.to(device), index.indices.to(device)
+    allowed = n_items - (indptr[1:] - indptr[:-1])
+    if bool((allowed == 0).any()):
+        bad = torch.nonzero(allowed == 0).flatten()
+        raise ValueError(
+            f"{bad.numel()} user(s) have no item left to sample (every item is excluded), "
+            f"e.g. user ids {bad[:5].tolist()}"
+        )
+    short = int((allowed < k).sum())
+    if short:
+        warnings.warn(
+            f"build_pool: {short} of {n_users} users have fewer than k={k} allowed items; "
+            "their allowed items are repeated to fill the pool",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    if chunk_size is None:
+        chunk_size = chunk_size_for(n_items, default("dns_refresh_mb"))
+    chunk_size = max(1, int(chunk_size))
+
+    if dtype not in REFRESH_DTYPES.values():
+        raise ValueError(f"dtype must be one of {', '.join(map(str, REFRESH_DTYPES.values()))}; got {dtype!r}")
+    if sampler != "random":
+        user_n = F.normalize(user_emb.float(), dim=1).to(dtype)
+        item_n_t = F.normalize(item_emb.float(), dim=1).to(dtype).t()  # a view: BLAS reads it transposed
+    largest = sampler == "similar"
+    fill = -math.inf if largest else math.inf
+    skip = int(skip)
+    kk = min(k + skip, n_items)
+    cols = torch.arange(k, device=device)
+    pool = torch.empty((n_users, k), dtype=torch.long, device=device)
+    # one score buffer for every chunk: a fresh chunk-sized allocation per chunk costs page faults
+    buffer = torch.empty((min(chunk_size, n_users), n_items), dtype=torch.float32 if sampler == "random" else dtype,
+                         device=device)
+    for start in range(0, n_users, chunk_size):
+        end = min(start + chunk_size, n_users)
+        scores = buffer[: end - start]
+        if sampler == "random":
+            # random keys + top-k = k distinct items uniformly at random among the allowed ones
+            torch.rand(scores.shape, generator=generator, out=scores)
+        else:
+            torch.mm(user_n[start:end], item_n_t, out=scores)
+        lo, hi = int(host_indptr[start]), int(host_indptr[end])  # no device sync per chunk
+        if hi > lo:
+            counts = indptr[start + 1 : end + 1] - indptr[start:end]
+            rows = torch.repeat_interleave(torch.arange(end - start, device=device), counts)
+            scores[rows, indices[lo:hi]] = fill
+        top = torch.topk(scores, kk, dim=1, largest=largest, sorted=True).indices
+        # allowed items come first (excluded ones score +-inf): take ranks first..first+k-1 of them, where
+        # first = skip, or less for a user with fewer than skip + k allowed items; cycle when short of k
+        n_allowed = allowed[start:end].unsqueeze(1)
+        first = torch.clamp(n_allowed - k, min=0, max=skip)
+        pool[start:end] = top.gather(1, first + cols.unsqueeze(0) % torch.clamp(n_allowed, max=k))
+    return pool
+
+
+def sample_distinct(
+    exclude: sp.csr_matrix, k: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+) -> torch.LongTensor:
+    """``[n_users, k]``: ``k`` distinct items per user, uniformly among the items ``exclude`` allows
+    (:func:`build_pool`'s ``random`` sampler, without embeddings)."""
+    n_users, n_items = exclude.shape
+    empty_users = torch.empty((n_users, 0), device=device)
+    return build_pool(empty_users, torch.empty((n_items, 0), device=device), exclude, k, "random", generator=generator)

@@ -1,0 +1,102 @@
+"""Shims for RecBole 1.2.1 on today's torch / SciPy / pandas: each gated on the library version it works
+around and applied only where it is needed, never at import.
+
+* :func:`silence_known_warnings` - by the runner (:mod:`recbole_dns.quick_start`) before it trains;
+* :func:`restore_dok_update` - by the model registry when it hands out one of RecBole's graph models;
+* :func:`distributed_run` - by :class:`recbole_dns.Config` in a distributed run only.
+
+(The device / process-group shim is :meth:`recbole_dns.Config._init_device`; checkpoints that load on
+torch >= 2.6 are this package's own format, :mod:`recbole_dns.checkpoint`.)
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import warnings
+
+
+def version_at_least(version: str, minimum: str) -> bool:
+    """Whether a ``major.minor[.patch]`` version string (suffixes ignored) is at least ``minimum``."""
+
+    def parts(v: str) -> tuple[int, ...]:
+        return tuple(int(x) for x in re.findall(r"\d+", v.split("+")[0])[:3])
+
+    return parts(version) >= parts(minimum)
+
+
+def recbole_is(version: str) -> bool:
+    """Whether the installed RecBole is ``version`` (the shims below are written against RecBole 1.2.1)."""
+    import recbole
+
+    return str(recbole.__version__) == version
+
+
+def silence_known_warnings() -> None:
+    """Warnings RecBole 1.2.1 raises on every run with today's libraries, none of which is ours to fix.
+
+    * pandas >= 2.2: ``Dataset._fill_nan`` calls ``column.fillna(inplace=True)``, flagged as chained
+      assignment (it still fills under pandas < 3, which ``pyproject.toml`` pins);
+    * torch >= 2.4: ``Trainer._train_epoch`` builds the deprecated ``torch.cuda.amp.GradScaler`` every epoch;
+    * torch >= 2.0: "Sparse CSR tensor support is in beta" on every CSR adjacency (this package's graphs).
+    """
+    import pandas
+    import torch
+
+    if version_at_least(pandas.__version__, "2.2"):
+        warnings.filterwarnings("ignore", message="A value is trying to be set on a copy", category=FutureWarning)
+    if version_at_least(torch.__version__, "2.4"):
+        warnings.filterwarnings("ignore", message=r"`torch.cuda.amp.GradScaler", category=FutureWarning)
+    warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
+
+
+def restore_dok_update() -> None:
+    """SciPy >= 1.13 removed ``dok_matrix._update``, which RecBole 1.2.1's NGCF, NCL, GCMC and SpectralCF
+    call to fill their adjacency (this package's LightGCN and SGL build theirs from COO instead).
+    Restores the old, unchecked dict update so those built-in models start."""
+    import scipy
+    import scipy.sparse as sp
+
+    if version_at_least(scipy.__version__, "1.13") and not hasattr(sp.dok_matrix, "_update"):
+
+        def _update(self, data):
+            self._dict.update(data)
+
+        sp.dok_matrix._update = _update
+
+
+def _ddp_without_cpu_device_ids():
+    """RecBole 1.2.1's ``AbstractTrainer`` wraps the model in ``DistributedDataParallel(model,
+    device_ids=[local_rank])``, which torch rejects for a CPU module: ``device_ids`` kept on CUDA only."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    def ddp(module, device_ids=None, **kwargs):
+        on_cuda = any(p.is_cuda for p in module.parameters())
+        return DistributedDataParallel(module, device_ids=device_ids if on_cuda else None, **kwargs)
+
+    return ddp
+
+
+def _race_free_ensure_dir(dir_path: str) -> None:
+    """RecBole 1.2.1's ``ensure_dir`` checks ``os.path.exists`` and then calls ``os.makedirs``: two ranks of
+    a distributed run that create ``./log`` (or the checkpoint folder) at once fail with ``FileExistsError``."""
+    os.makedirs(dir_path, exist_ok=True)
+
+
+def distributed_run() -> None:
+    """RecBole 1.2.1 in a rank of a distributed run (idempotent): the CPU-capable ``DistributedDataParallel``
+    wrapper of its trainer, and a race-free ``ensure_dir`` in every module that imported it."""
+    if not recbole_is("1.2.1"):
+        return
+    from recbole.trainer import trainer as recbole_trainer
+
+    if not getattr(recbole_trainer.DistributedDataParallel, "_recbole_dns", False):
+        ddp = _ddp_without_cpu_device_ids()
+        ddp._recbole_dns = True
+        recbole_trainer.DistributedDataParallel = ddp
+    for name in ("recbole.utils.utils", "recbole.utils", "recbole.utils.logger", "recbole.trainer.trainer",
+                 "recbole.data.dataset.dataset", "recbole.data.utils"):
+        module = importlib.import_module(name)
+        if hasattr(module, "ensure_dir"):
+            module.ensure_dir = _race_free_ensure_dir
