@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -39,32 +38,11 @@ sys.path.insert(0, str(ROOT))
 
 from recbole_dns.config import with_dns_preset  # noqa: E402
 from recbole_dns.dns import build_pool  # noqa: E402
-from recbole_dns.distributed import rank_and_world, report_errors, spawn  # noqa: E402
-from recbole_dns.quick_start import prepare  # noqa: E402
+from recbole_dns.launcher import free_port, report_errors, spawn  # noqa: E402
+from recbole_dns.parallel import rank_and_world  # noqa: E402
+from recbole_dns.quick_start import fit_and_test, prepare  # noqa: E402
 
 METRICS = ("ndcg@10", "recall@10", "map@10")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
-class _EpochTimer:
-    """Wraps a trainer's ``_train_epoch`` to time it (the pool refresh at refresh epochs included)."""
-
-    def __init__(self, trainer):
-        self.seconds: list[float] = []
-        original = trainer._train_epoch
-
-        def timed(*args, **kwargs):
-            start = time.perf_counter()
-            out = original(*args, **kwargs)
-            self.seconds.append(time.perf_counter() - start)
-            return out
-
-        trainer._train_epoch = timed
 
 
 def train_all(args, extra: dict) -> list[dict]:
@@ -80,9 +58,8 @@ def train_all(args, extra: dict) -> list[dict]:
                 cfg["data_path"] = args.data_path
             cfg = with_dns_preset(model, cfg)  # the setting the README's figures were measured with
             config, trainer, train, valid, test = prepare(model, args.dataset, None, cfg, False)
-            timer = _EpochTimer(trainer)
-            trainer.fit(train, valid, saved=True)
-            result = trainer.evaluate(test, load_best_model=True)
+            result = fit_and_test(trainer, train, valid, test)["test_result"]
+            seconds = trainer.epoch_times  # the pool refresh at refresh epochs included
             m = trainer.model
             with torch.no_grad():
                 users, items = (t.detach() for t in m.dns_tables())
@@ -102,7 +79,7 @@ def train_all(args, extra: dict) -> list[dict]:
             single = build_pool(users, items, m.dns_pool.exclude, m.dns_pool.k, m.dns_pool.sampler)
             out.append({
                 "model": model, "seed": seed, "test": {k: float(result[k]) for k in METRICS},
-                "epoch_s": statistics.median(timer.seconds[1:] or timer.seconds), "refresh_s": statistics.median(refresh_s),
+                "epoch_s": statistics.median(seconds[1:] or seconds), "refresh_s": statistics.median(refresh_s),
                 "same_on_ranks": same_on_ranks, "equals_one_process": bool(torch.equal(pool, single)),
                 "users": int(users.shape[0]), "items": int(items.shape[0]),
             })
@@ -157,7 +134,7 @@ def refresh_scaling(args) -> list[str]:
     torch.set_num_threads(1)
     one_s, one_pool = _timed_refresh(args)
     torch.set_num_threads(threads)
-    res = spawn(_refresh_rank, args.nproc, (args, _free_port()))[0]
+    res = spawn(_refresh_rank, args.nproc, (args, free_port()))[0]
     same = bool(np.array_equal(res["pool"], one_pool.numpy()))
     return [f"pool refresh, synthetic {args.scale} (d=64, k=100, 50 excluded items per user), 1 thread per process: "
             f"1 process {one_s:.2f} s, {args.nproc} ranks {res['seconds']:.2f} s (ratio {res['seconds'] / one_s:.2f}); "
@@ -227,7 +204,7 @@ def main() -> None:
         single = train_all(args, {})
         single_s = time.perf_counter() - start
         start = time.perf_counter()
-        ddp = spawn(_rank, args.nproc, (args, _free_port()))[0]
+        ddp = spawn(_rank, args.nproc, (args, free_port()))[0]
         ddp_s = time.perf_counter() - start
         os.chdir(cwd)
     lines = _summary(single, ddp, args)

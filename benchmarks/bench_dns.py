@@ -80,7 +80,7 @@ def bench_refresh(args, trainer, train) -> dict:
     return {"refresh_s": statistics.median(t_ours), "floor_s": statistics.median(t_floor),
             "refresh_over_floor": statistics.median(a / b for a, b in zip(t_ours, t_floor)),
             "n_users": users.shape[0], "n_items": items.shape[0],
-            "chunk_users": chunk_size_for(items.shape[0], args.refresh_mb, items.device)}
+            "chunk_users": chunk_size_for(items.shape[0], args.refresh_mb)}
 
 
 def bench_epochs(args, refresh_s: float) -> dict:
@@ -116,7 +116,7 @@ def memory_child(args) -> None:
     with torch.no_grad():
         users, items = (t.detach() for t in trainer.model.dns_tables())
     exclude = exclusion_matrix(train._dataset)
-    chunk = users.shape[0] if args.mem_child == "unchunked" else chunk_size_for(items.shape[0], args.refresh_mb, items.device)
+    chunk = users.shape[0] if args.mem_child == "unchunked" else chunk_size_for(items.shape[0], args.refresh_mb)
     device = trainer.device
     if device.type == "cuda":
         torch.cuda.synchronize(device)

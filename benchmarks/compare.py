@@ -12,48 +12,32 @@ setting (a ``ConfigError``) gets its one-line reason in the table's ``error`` co
 from __future__ import annotations
 
 import argparse
-import csv
 import itertools
 import os
 import sys
 import time
 from pathlib import Path
 
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from recbole_dns.config import parse_set, yaml_value  # noqa: E402
 from recbole_dns.errors import ConfigError  # noqa: E402
-from recbole_dns.quick_start import prepare  # noqa: E402
-
-
-def _value(text: str):
-    """A YAML value; text that is not YAML (RecBole's intervals such as ``[0,20)``) stays a string."""
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
+from recbole_dns.quick_start import fit_and_test, prepare  # noqa: E402
+from recbole_dns.tables import write_csv  # noqa: E402
 
 
 def run_one(model: str, dataset: str, config: dict) -> dict:
     cfg, trainer, train, valid, test = prepare(model, dataset, None, config)
-    epoch_times: list[float] = []
-    original = trainer._train_epoch
-
-    def timed(*args, **kwargs):
-        start = time.perf_counter()
-        out = original(*args, **kwargs)
-        epoch_times.append(time.perf_counter() - start)
-        return out
-
-    trainer._train_epoch = timed
     start = time.perf_counter()
+
     def progress(epoch: int, score: float) -> None:
         print(f"   epoch {epoch}: valid {cfg['valid_metric']} {score:.4f}", flush=True)
 
-    best_score, best_valid = trainer.fit(train, valid, saved=True, show_progress=False, callback_fn=progress)
-    result = trainer.evaluate(test, load_best_model=True)
+    fitted = fit_and_test(trainer, train, valid, test, callback_fn=progress)
+    best_valid, result = fitted["best_valid_result"], fitted["test_result"]
     wall = time.perf_counter() - start
+    epoch_times = trainer.epoch_times
     os.remove(trainer.saved_model_file)
     return {
         "model": cfg["model"],
@@ -83,11 +67,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     base = {"show_progress": False, "state": "WARNING", "epochs": 300}
     if args.data_path:
         base["data_path"] = args.data_path
-    for item in args.set:
-        key, _, val = item.partition("=")
-        base[key] = _value(val)
+    base.update(parse_set(args.set))
     grid_keys = [g.partition("=")[0] for g in args.grid]
-    grid_vals = [[_value(v) for v in g.partition("=")[2].split(",")] for g in args.grid]
+    grid_vals = [[yaml_value(v) for v in g.partition("=")[2].split(",")] for g in args.grid]
 
     rows = []
     for model in args.models:
@@ -117,10 +99,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     stem = args.name or args.dataset
     (out / f"{stem}.md").write_text(f"{args.dataset}, settings {base}\n\n{table}\n")
-    with open(out / f"{stem}.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(out / f"{stem}.csv", rows)
     return rows
 
 

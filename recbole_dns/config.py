@@ -78,15 +78,24 @@ def validate_config(config: Any) -> None:
         check_key(key, config[key])
 
 
+def yaml_value(text: str) -> Any:
+    """A command-line value read as YAML (``5`` an int, ``[1,2]`` a list, ``true`` a bool); text that is not
+    YAML (RecBole's intervals such as ``[0,20)``) stays a string."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
 def parse_set(items: list[str]) -> dict[str, Any]:
-    """``["KEY=VALUE", ...]`` (the ``--set`` option of the experiments and sweeps) as a config dict; each value
-    is read as YAML (``5`` an int, ``[1,2]`` a list, ``true`` a bool)."""
+    """``["KEY=VALUE", ...]`` (the ``--set`` option of the experiments, sweeps and benchmarks) as a config
+    dict, each value read by :func:`yaml_value`."""
     overrides: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set takes KEY=VALUE; got {item!r}")
-        overrides[key] = yaml.safe_load(value)
+        overrides[key] = yaml_value(value)
     return overrides
 
 

@@ -22,7 +22,7 @@ def _create_dataset(config):
 
     from recbole.data import create_dataset
 
-    from recbole_dns.checks import check_atomic_files, check_dataset, no_rows_left
+    from recbole_dns.checks import check_dataset, no_rows_left
 
     path = config["data_path"]
     name = config["dataset"]
@@ -30,7 +30,6 @@ def _create_dataset(config):
         f"put the atomic files at {os.path.join(path, name + '.inter')} "
         f"(or pass --data_path=DIR with DIR/{name}/{name}.inter)"
     )
-    check_atomic_files(config)
     try:
         dataset = create_dataset(config)
     except (URLError, OSError) as err:
@@ -80,6 +79,9 @@ def _data_and_model(config):
     from recbole.data import data_preparation
     from recbole.utils import init_logger, init_seed
 
+    from recbole_dns.checks import check_atomic_files
+
+    check_atomic_files(config)  # before the log starts: a bad file is one line
     silence_known_warnings()
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
@@ -126,15 +128,37 @@ def run_recbole_dns(
     logger = getLogger()
     if resume_file:
         trainer.resume_checkpoint(resume_file)
+    result = fit_and_test(trainer, train_data, valid_data, test_data, saved=saved,
+                          show_progress=config["show_progress"], callback_fn=callback_fn)
+    logger.info(set_color("best valid ", "yellow") + f": {result['best_valid_result']}")
+    logger.info(set_color("test result", "yellow") + f": {result['test_result']}")
+    return result
+
+
+def fit_and_test(
+    trainer: Any,
+    train_data: Any,
+    valid_data: Any,
+    test_data: Any = None,
+    saved: bool = True,
+    show_progress: bool = False,
+    callback_fn: Callable[[int, float], None] | None = None,
+) -> dict[str, Any]:
+    """``trainer.fit`` (best epoch on ``valid_metric``), then ``trainer.evaluate`` of ``test_data`` at the best
+    epoch (the last one without ``saved``); no test without ``test_data``. The core every driver shares.
+
+    Returns:
+        ``{"best_valid_score", "valid_score_bigger", "best_valid_result", "test_result"}`` (``run_recbole_dns``'s).
+    """
     best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, saved=saved, show_progress=config["show_progress"], callback_fn=callback_fn
+        train_data, valid_data, saved=saved, show_progress=show_progress, callback_fn=callback_fn
     )
-    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
-    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
-    logger.info(set_color("test result", "yellow") + f": {test_result}")
+    test_result = None
+    if test_data is not None:
+        test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=show_progress)
     return {
         "best_valid_score": best_valid_score,
-        "valid_score_bigger": config["valid_metric_bigger"],
+        "valid_score_bigger": trainer.config["valid_metric_bigger"],
         "best_valid_result": best_valid_result,
         "test_result": test_result,
     }

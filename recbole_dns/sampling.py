@@ -33,10 +33,6 @@ class ExclusionIndex:
         self.keys = torch.as_tensor(keys, device=device)
         self.exclude = sp.csr_matrix(exclude)
 
-    def to(self, device: torch.device | str) -> "ExclusionIndex":
-        self.keys = self.keys.to(device)
-        return self
-
     def contains(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Bool tensor: whether each ``(users, items)`` pair (broadcast) is excluded."""
         query = (users.to(self.keys.device) * self.n_items + items.to(self.keys.device)).contiguous()

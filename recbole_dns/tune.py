@@ -8,7 +8,6 @@ directory (checkpoints, logs).
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import re
@@ -16,6 +15,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import yaml
+
+from recbole_dns.figures import figure2
+from recbole_dns.tables import write_csv
 
 #: keys of a trial's config that are not RecBole config keys
 MODEL_KEY, DATASET_KEY, FILES_KEY = "model", "dataset", "config_files"
@@ -61,7 +63,7 @@ def train_recbole(config: dict) -> None:
     import torch
     from ray.air import session
 
-    from recbole_dns.quick_start import prepare
+    from recbole_dns.quick_start import fit_and_test, prepare
 
     config = dict(config)
     model, dataset = config.pop(MODEL_KEY), config.pop(DATASET_KEY)
@@ -81,11 +83,11 @@ def train_recbole(config: dict) -> None:
         result = trainer.last_valid_result or {}
         session.report({f"valid_{k}": v for k, v in result.items()} | {"epoch": epoch, "valid_score": score, "done": False})
 
-    best_score, best_valid = trainer.fit(train_data, valid_data, saved=True, show_progress=False, callback_fn=report)
-    test = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
-    final = {f"valid_{k}": v for k, v in (best_valid or {}).items()}
-    final |= {f"test_{k}": v for k, v in (test or {}).items()}
-    session.report(final | {"valid_score": best_score, "valid_metric": metric, "epoch": state["epoch"], "done": True})
+    result = fit_and_test(trainer, train_data, valid_data, test_data, callback_fn=report)
+    final = {f"valid_{k}": v for k, v in (result["best_valid_result"] or {}).items()}
+    final |= {f"test_{k}": v for k, v in (result["test_result"] or {}).items()}
+    session.report(final | {"valid_score": result["best_valid_score"], "valid_metric": metric, "epoch": state["epoch"],
+                            "done": True})
 
 
 # ---- the sweep ----------------------------------------------------------------------------------------
@@ -112,9 +114,10 @@ def run_sweep(
 ) -> list[dict]:
     """Run (or resume) a sweep and write ``trials.csv``, ``best.yaml`` and, for a ``dns_n x dns_k`` grid,
     ``fig2_ndcg_vs_n.png`` / ``fig2_ndcg_vs_k.png`` into ``out``. Returns the rows of ``trials.csv``."""
-    import ray
     from ray import air, tune
     from ray.tune.schedulers import ASHAScheduler
+
+    from recbole_dns.launcher import init_ray
 
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -132,11 +135,7 @@ def run_sweep(
     param_space |= fixed | params
     key = f"valid_{metric.lower()}"
 
-    if not ray.is_initialized():
-        if address:
-            ray.init(address=address, log_to_driver=verbose > 1)
-        else:
-            ray.init(include_dashboard=False, log_to_driver=verbose > 1)
+    init_ray(address, log_to_driver=verbose > 1)
     fn = tune.with_resources(trainable or train_recbole, {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
     reporter = tune.CLIReporter(
         metric_columns={key: metric, "epoch": "epoch", "training_iteration": "evals"},
@@ -181,13 +180,7 @@ def write_results(results: Any, out: Path, key: str, mode: str, param_keys: list
         row["error"] = _error_line(result.error)
         rows.append((row, result))
     ok = [(r, res) for r, res in rows if r["status"] == "TERMINATED" and isinstance(r.get(key), (int, float))]
-    fields = ["trial_id", "status", *param_keys]
-    for r, _ in rows:
-        fields += [k for k in r if k not in fields]
-    with open(out / "trials.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(r for r, _ in rows)
+    write_csv(out / "trials.csv", (r for r, _ in rows), ["trial_id", "status", *param_keys])
     if ok:
         best_row, best = (max if mode == "max" else min)(ok, key=lambda x: x[0][key])
         config = {}
@@ -215,28 +208,13 @@ def _error_line(error: BaseException | None) -> str:
 
 
 def plot_n_k(rows: list[dict], out: Path, key: str) -> None:
-    """The paper's Figure 2: the metric against the update interval n and against the pool size k."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ns = sorted({r["dns_n"] for r in rows})
-    ks = sorted({r["dns_k"] for r in rows})
-    value = {(r["dns_n"], r["dns_k"]): r.get(key.replace("valid_", "test_"), r[key]) for r in rows}
-    label = key.replace("valid_", "test ").replace("ndcg", "NDCG") if any(
-        key.replace("valid_", "test_") in r for r in rows) else key
-    for x_name, xs, line_name, lines, fname in (("n", ns, "k", ks, "fig2_ndcg_vs_n.png"), ("k", ks, "n", ns, "fig2_ndcg_vs_k.png")):
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        for line in lines:
-            pts = [(x, value.get((x, line) if x_name == "n" else (line, x))) for x in xs]
-            pts = [(x, y) for x, y in pts if y is not None]
-            if pts:
-                ax.plot(*zip(*pts), marker="o", label=f"{line_name}={line}")
-        ax.set_xlabel(f"update interval {x_name}" if x_name == "n" else f"pool size {x_name}")
-        ax.set_ylabel(label)
-        ax.legend(fontsize=7, ncol=2)
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(out / fname, dpi=120)
-        plt.close(fig)
+    """The paper's Figure 2 from a ``dns_n x dns_k`` grid: the test metric of the best epoch (else ``key``)
+    against n, one line per k, and against k, one line per n."""
+    test_key = key.replace("valid_", "test_")
+    label = key.replace("valid_", "test ").replace("ndcg", "NDCG") if any(test_key in r for r in rows) else key
+    value = {(r["dns_n"], r["dns_k"]): r.get(test_key, r[key]) for r in rows}
+    ns, ks = sorted({n for n, _ in value}), sorted({k for _, k in value})
+    figure2(out / "fig2_ndcg_vs_n.png", "dns_n",
+            {f"k={k}": [(n, value[n, k]) for n in ns if (n, k) in value] for k in ks}, label)
+    figure2(out / "fig2_ndcg_vs_k.png", "dns_k",
+            {f"n={n}": [(k, value[n, k]) for k in ks if (n, k) in value] for n in ns}, label)

@@ -122,7 +122,7 @@ def test_pris_proposals_are_valid_and_match_their_sampling_frequency(prepare, pr
         exp = np.bincount(group, weights=p[order], minlength=20) * got.numel()
         keep = exp > 0
         assert stats.chisquare(obs[keep], exp[keep] * obs[keep].sum() / exp[keep].sum()).pvalue > 1e-4, proposal
-    items, log_q = items[:, :model.num_negs], log_q.view(3, -1)[:, :model.num_negs]
+    items, log_q = items[:, :model.n_negs], log_q.view(3, -1)[:, :model.n_negs]
     # log q matches the exact probabilities up to a per-user constant
     first = items[0]
     diff = log_q[0] - torch.log(probs[0, first])
@@ -130,7 +130,7 @@ def test_pris_proposals_are_valid_and_match_their_sampling_frequency(prepare, pr
 
 
 @pytest.mark.parametrize("model,key,value", [
-    ("PRIS", "proposal", "zipf"), ("PRIS", "num_negs", 0), ("MixGCF", "n_negs", 0),
+    ("PRIS", "proposal", "zipf"), ("PRIS", "n_negs", 0), ("PRIS", "num_negs", 5), ("MixGCF", "n_negs", 0),
 ])
 def test_bad_values_are_clear_errors(prepare, model, key, value):
     with pytest.raises(ConfigError, match=f"config key '{key}'"):
@@ -138,8 +138,8 @@ def test_bad_values_are_clear_errors(prepare, model, key, value):
 
 
 def test_pris_l2_is_per_instance_like_bprs(prepare, monkeypatch):
-    """PRIS's L2 over its num_negs negatives is divided by the batch, not by batch x num_negs."""
-    _, trainer, train, _, _ = prepare("PRIS", proposal="uniform", num_negs=5, reg_weight=0.1, require_pow=True)
+    """PRIS's L2 over its n_negs negatives is divided by the batch, not by batch x n_negs."""
+    _, trainer, train, _, _ = prepare("PRIS", proposal="uniform", n_negs=5, reg_weight=0.1, require_pow=True)
     model = trainer.model
     batch = next(iter(train))
     user, pos = batch["user_id"], batch["item_id"]

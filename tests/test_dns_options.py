@@ -1,6 +1,5 @@
 """The DNS options beyond the paper, each against a brute-force reference."""
 
-import math
 
 import numpy as np
 import pytest

@@ -15,10 +15,9 @@ import argparse
 import sys
 from pathlib import Path
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from recbole_dns.config import parse_set  # noqa: E402
 from recbole_dns.errors import ConfigError  # noqa: E402
 from recbole_dns.models import get_model  # noqa: E402
 from recbole_dns.tune import load_space, run_sweep  # noqa: E402
@@ -47,15 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     try:
         get_model(args.model)
-        overrides = {}
-        for item in args.set:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise ConfigError(f"--set takes KEY=VALUE; got {item!r}")
-            try:
-                overrides[key] = yaml.safe_load(value)
-            except yaml.YAMLError:  # not YAML, e.g. RecBole's interval "[0,20)": the text itself
-                overrides[key] = value
+        overrides = parse_set(args.set)
         files = args.config_files.split() if args.config_files else None
         for path in files or []:
             if not Path(path).is_file():

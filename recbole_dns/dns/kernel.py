@@ -78,7 +78,7 @@ def build_pool(
             ``"random"`` - k distinct allowed items drawn uniformly (torch's RNG).
         chunk_size: users scored at once; ``None`` picks it from the ``dns_refresh_mb`` default (:func:`chunk_size_for`).
         dtype: precision of the scores: ``torch.float32``, or ``torch.float16`` / ``torch.bfloat16``
-            (faster on a GPU; near-ties may then order differently, see the README).
+            (faster on a GPU; near-ties may then order differently, see docs/configuration.md).
         generator: the ``random`` sampler's torch generator (default: torch's global RNG).
         skip: a rank band: leave out the ``skip`` first items of the sampler's order and keep the next
             ``k`` (a user with fewer than ``skip + k`` allowed items keeps the last ``k`` of its order).

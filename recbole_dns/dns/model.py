@@ -67,7 +67,7 @@ class DNSModel:
     ``dns_predict: cosine``. The pool travels in checkpoints through ``other_parameter()``; the
     ``state_dict`` is the base model's, so a variant's weights load into its base.
 
-    Options beyond the paper (all off by default, see the README): ``dns_negs`` contrastive negatives per
+    Options beyond the paper (all off by default, see docs/configuration.md): ``dns_negs`` contrastive negatives per
     instance, ``dns_candidates`` (score that many pool items per instance and keep the hardest),
     ``dns_similarity: dot``, ``dns_keep_static: false``, ``dns_l2_dns_neg: false``, ``dns_warmup``,
     ``dns_skip`` (a rank band), ``dns_draw: instance``, ``dns_predict: cosine``.

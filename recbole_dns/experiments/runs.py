@@ -1,4 +1,6 @@
-"""One training run of an experiment, and running many of them (in parallel through Ray, resumably)."""
+"""The runner: one training run of an experiment (:class:`RunSpec`, :func:`train_and_evaluate`), planning an
+experiment's runs from its rows, running many of them (in parallel through Ray, resumably) and their results
+on disk."""
 
 from __future__ import annotations
 
@@ -25,6 +27,9 @@ BUDGETS: dict[str, dict[str, Any]] = {
 
 PROTOCOLS = ("full", "sampled", "both")
 METRIC_KEYS = ("ndcg@10", "recall@10", "map@10")
+
+#: one row of an experiment's table: model, label, extra config, variant (what the tables group by)
+Row = tuple[str, str, dict | None, dict | None]
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,6 +68,31 @@ class RunSpec:
         return f"{safe}-s{self.seed}-{digest}"
 
 
+def base_config(opts: dict) -> dict:
+    """The config every run of an experiment starts from: its budget, then ``--set``'s overrides."""
+    return {**BUDGETS[opts["budget"]], **opts.get("overrides", {})}
+
+
+def plan_runs(experiment: str, datasets: list[str], opts: dict, rows: Callable[[str], list[Row]],
+              preset: str | None) -> list[RunSpec]:
+    """One run per dataset x training seed x row (``rows(dataset)``); a DNS row runs ``preset``
+    (:func:`~recbole_dns.config.with_dns_preset`) unless its config names one."""
+    from recbole_dns.config import with_dns_preset
+
+    base = base_config(opts)
+    specs: list[RunSpec] = []
+    for dataset in datasets:
+        table = rows(dataset)
+        for seed in range(opts["seeds"]):
+            for model, label, extra, variant in table:
+                config = with_dns_preset(model, {**base, **(extra or {})}, preset)
+                specs.append(RunSpec(experiment=experiment, dataset=dataset, model=model, label=label, seed=seed,
+                                     config=tuple(sorted(config.items())), protocol=opts["protocol"],
+                                     test_sets=opts["test_sets"], negatives=opts["negatives"],
+                                     data_path=opts.get("data_path"), variant=variant or {}))
+    return specs
+
+
 def _sampled_sets(test_data: Any, spec: RunSpec, split_seed: int, cache_dir: Path | None):
     """The dataset's sampled test sets, drawn once and cached (identical for every run with these settings)."""
     import torch
@@ -93,7 +123,7 @@ def train_and_evaluate(spec: RunSpec, work_dir: str, progress: Callable[[str], N
     """
     from recbole_dns.checkpoint import load_checkpoint
     from recbole_dns.evaluation import full_ranking
-    from recbole_dns.quick_start import prepare
+    from recbole_dns.quick_start import fit_and_test, prepare
 
     work = Path(work_dir)
     config = {"show_progress": False, "state": "WARNING", **spec.config_dict}
@@ -107,16 +137,6 @@ def train_and_evaluate(spec: RunSpec, work_dir: str, progress: Callable[[str], N
     max_epochs = int(cfg["epochs"])
     curve: list[dict] = []
     start = time.perf_counter()
-    train_times: list[float] = []
-    original_epoch = trainer._train_epoch
-
-    def timed_epoch(*args, **kwargs):
-        t0 = time.perf_counter()
-        out = original_epoch(*args, **kwargs)
-        train_times.append(time.perf_counter() - t0)
-        return out
-
-    trainer._train_epoch = timed_epoch
 
     def on_eval(epoch: int, score: float) -> None:
         elapsed = time.perf_counter() - start
@@ -125,8 +145,10 @@ def train_and_evaluate(spec: RunSpec, work_dir: str, progress: Callable[[str], N
         progress(f"[{spec.experiment}] {spec.dataset} {spec.label} seed {spec.seed}: epoch {epoch + 1}/{max_epochs} "
                  f"valid ndcg@10 {score:.4f} ({elapsed:.0f} s, at most ~{left:.0f} s left)")
 
-    best_score, best_valid = trainer.fit(train_data, valid_data, saved=True, show_progress=False, callback_fn=on_eval)
+    fitted = fit_and_test(trainer, train_data, valid_data, callback_fn=on_eval)  # tested below, per protocol
+    best_score, best_valid = fitted["best_valid_score"], fitted["best_valid_result"]
     train_s = time.perf_counter() - start
+    train_times = getattr(trainer, "epoch_times", [])  # recorded by the trainer (EpochTimerMixin)
     checkpoint = load_checkpoint(trainer.saved_model_file, cfg["device"])
     trainer.model.load_state_dict(checkpoint["state_dict"])
     trainer.model.load_other_parameter(checkpoint.get("other_parameter"))
@@ -295,13 +317,9 @@ def execute(specs: list[RunSpec], out: Path, *, address: str | None = None, use_
 
     import ray
 
-    started_here = False
-    if not ray.is_initialized():
-        if address:
-            ray.init(address=address, log_to_driver=True)
-        else:
-            ray.init(include_dashboard=False, log_to_driver=True)
-        started_here = True
+    from recbole_dns.launcher import init_ray
+
+    started_here = init_ray(address, log_to_driver=True)
     try:
         remote = ray.remote(num_cpus=cpus_per_run)(safe_run)
         limit = parallel or max(1, int(ray.cluster_resources().get("CPU", 1) // max(cpus_per_run, 1e-9)))

@@ -120,7 +120,7 @@ def dns_variant(name: str) -> str:
     raise ConfigError(
         f"dns: true is not supported for model {name!r}. Models with a DNS variant: "
         + ", ".join(f"{base} -> {var}" for base, var in sorted(DNS_VARIANTS.items()))
-        + " (your own model gets one with recbole_dns.register_model, see the README)"
+        + " (your own model gets one with recbole_dns.register_model, see docs/mechanism.md)"
     )
 
 

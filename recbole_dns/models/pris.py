@@ -20,7 +20,7 @@ PROPOSALS = ("uniform", "popularity", "cluster")
 class PRIS(BPR):
     """Matrix factorisation trained with an importance-weighted BPR loss.
 
-    Every positive gets ``num_negs`` negatives from a proposal ``q`` (interacted items rejected):
+    Every positive gets ``n_negs`` negatives from a proposal ``q`` (interacted items rejected):
 
     * ``uniform``;
     * ``popularity``: ``q_j`` proportional to ``log(pop_j + 1)`` (training counts);
@@ -29,7 +29,7 @@ class PRIS(BPR):
       ``|unseen items of u in c| * exp(u . center_c)``, then an unseen item uniformly within it.
 
     Loss: ``-sum_j w_j log sigmoid(r_ui - r_uj)`` with ``w = softmax_j(r_uj - log q_j)`` computed without
-    gradient, mean over positives, plus BPR's L2 term over the user, the positive and all ``num_negs``
+    gradient, mean over positives, plus BPR's L2 term over the user, the positive and all ``n_negs``
     negatives, per training instance (as BPR's, so ``reg_weight`` means the same in both). The backbone is this package's BPR (dot product,
     optional biases). Defaults (5 negatives, cluster proposal, 16 clusters rebuilt every 5 epochs) are
     this package's choice: the paper tunes them per dataset. Prediction is the dot product.
@@ -39,10 +39,12 @@ class PRIS(BPR):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        self.num_negs = int(config["num_negs"])
+        if config["num_negs"] is not None:  # the key's name before 2026-12-01
+            raise ConfigError("config key 'num_negs' is now 'n_negs' (negatives per positive, as MixGCF's)")
+        self.n_negs = int(config["n_negs"])
         self.proposal = config["proposal"]
-        if self.num_negs < 1:
-            raise ConfigError(f"config key 'num_negs' must be an integer >= 1; got {self.num_negs}")
+        if self.n_negs < 1:
+            raise ConfigError(f"config key 'n_negs' must be an integer >= 1; got {self.n_negs}")
         if self.proposal not in PROPOSALS:
             raise ConfigError(f"config key 'proposal' must be one of {' | '.join(PROPOSALS)}; got {self.proposal!r}")
         self.n_clusters = int(config["n_clusters"])
@@ -115,8 +117,8 @@ class PRIS(BPR):
 
     @torch.no_grad()
     def sample_negatives(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``num_negs`` negatives per user from the proposal, and their ``log q`` (up to a per-user constant)."""
-        m, device = self.num_negs, users.device
+        """``n_negs`` negatives per user from the proposal, and their ``log q`` (up to a per-user constant)."""
+        m, device = self.n_negs, users.device
         if self.proposal == "uniform":
             items = self.exclusion.sample(users, m, exact=self.proposal_probs)
             return items, torch.zeros(items.shape, device=device)

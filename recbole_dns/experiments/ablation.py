@@ -1,0 +1,188 @@
+"""``ablation``: the rows of a YAML file (``--variants``), each against a reference row; a row with ``choose``
+is first trained at every value and compared at the value with the best validation NDCG@10."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recbole_dns.experiments.figures import markdown, quality_figures
+from recbole_dns.experiments.report import Family, Group, best_valid, cell, compare, datasets_of, gather, protocols_of, reach
+from recbole_dns.experiments.runs import METRIC_KEYS, Row, execute, plan_runs
+from recbole_dns.stats import fmt, mean_std
+
+NAME = "ablation"
+HELP = ("- the rows of a YAML file (``--variants``), each against a reference row; a row with\n"
+        "  ``choose`` (e.g. ``{learning_rate: [0.001, 0.005, 0.01]}``) is first trained at every value (``choose_seeds``\n"
+        "  seeds, default 1) and then compared at the value with the best validation NDCG@10 (per dataset), so a\n"
+        "  base and its DNS variants are tuned with the same number of trials on validation data only")
+#: an ablation's rows say what they run: no ``--dns-preset``
+STUDY = False
+#: short names of ``choose`` keys in the labels of an ablation's candidate rows
+CHOOSE_NAMES = {"learning_rate": "lr", "reg_weight": "L2", "embedding_size": "d"}
+
+
+def rows(dataset: str, opts: dict) -> list[Row]:
+    """The rows of ``--variants`` (where ``choose`` ran: the chosen candidate of each row), per dataset config."""
+    from recbole_dns import models as registry
+
+    chosen = opts.get("chosen", {}).get(dataset)
+    out = []
+    for row in chosen.values() if chosen is not None else opts["variants"]["rows"]:
+        registry.get_model(row["model"])
+        extra = {**(row.get("config") or {}), **((row.get("datasets") or {}).get(dataset) or {})}
+        out.append((row["model"], row["label"], extra, {"row": row["label"]}))
+    return out
+
+
+def check_variants(variants: Any) -> None:
+    """An ablation's YAML: ``reference`` (a row label) and ``rows``, each with ``label`` and ``model``."""
+    from recbole_dns.errors import ConfigError
+
+    if not isinstance(variants, dict) or not isinstance(variants.get("rows"), list) or not variants["rows"]:
+        raise ConfigError("ablation variants must be a mapping with a non-empty list `rows` (label, model, config)")
+    labels = []
+    for row in variants["rows"]:
+        if not isinstance(row, dict) or not {"label", "model"} <= set(row):
+            raise ConfigError(f"every ablation row needs `label` and `model`; got {row!r}")
+        labels.append(row["label"])
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"ablation row labels must be unique; got {labels}")
+    for row in variants["rows"]:
+        choose_ = row.get("choose")
+        if choose_ is not None and (not isinstance(choose_, dict) or not choose_
+                                    or not all(isinstance(v, list) and v for v in choose_.values())):
+            raise ConfigError(f"ablation row {row['label']!r}: `choose` must map config keys to non-empty lists of "
+                              f"values, e.g. {{learning_rate: [0.001, 0.01]}}; got {choose_!r}")
+    every = labels + [c["label"] for row in variants["rows"] if row.get("choose") for c in expand_choices(row)]
+    if len(set(every)) != len(every):
+        raise ConfigError(f"ablation row labels and the labels of their `choose` candidates must be unique; got {every}")
+    seeds = variants.get("choose_seeds", 1)
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
+        raise ConfigError(f"ablation `choose_seeds` must be an integer >= 1; got {seeds!r}")
+    if variants.get("reference") not in labels:
+        raise ConfigError(f"ablation `reference` must be one of the row labels {labels}; got {variants.get('reference')!r}")
+
+
+def expand_choices(row: dict) -> list[dict]:
+    """An ablation row with ``choose`` (key -> values) as one candidate row per combination of values, labelled
+    ``"LABEL lr 0.001 ..."``; a row without ``choose`` as itself."""
+    choose_ = row.get("choose") or {}
+    if not choose_:
+        return [row]
+    keys = list(choose_)
+    out = []
+    for combo in itertools.product(*(choose_[k] for k in keys)):
+        names = [f"{CHOOSE_NAMES.get(k, k)} {v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool)
+                 else f"{CHOOSE_NAMES.get(k, k)} {v}" for k, v in zip(keys, combo)]
+        out.append({**{k: v for k, v in row.items() if k != "choose"}, "label": " ".join([row["label"], *names]),
+                    "config": {**(row.get("config") or {}), **dict(zip(keys, combo))}})
+    return out
+
+
+def setup(datasets: list[str], out: Path, opts: dict, run: dict) -> None:
+    """Check ``--variants``; where a row has ``choose``, choose on validation first (:func:`choose`)."""
+    check_variants(opts["variants"])
+    if any(row.get("choose") for row in opts["variants"]["rows"]):
+        opts["chosen"], opts["choices"] = choose(datasets, out, opts, run)
+
+
+def choose(datasets: list[str], out: Path, opts: dict, run: dict) -> tuple[dict, dict]:
+    """Train every candidate of the rows with ``choose`` (``choose_seeds`` seeds) and pick, per dataset and
+    row, the candidate with the best mean validation NDCG@10. Returns ``{dataset: {row label: row}}`` (the
+    candidate in place of a row with ``choose``) and ``{dataset: {row label: [(candidate, valid NDCG@10)]}}``."""
+    variants = opts["variants"]
+    seeds = int(variants.get("choose_seeds", 1))
+    candidates = [c for row in variants["rows"] if row.get("choose") for c in expand_choices(row)]
+    trial = {**opts, "seeds": seeds, "variants": {**variants, "rows": candidates}}
+    specs = plan_runs(NAME, datasets, trial, lambda dataset: rows(dataset, trial), None)
+    print(f"choosing on validation: {len(candidates)} candidate row(s) x {seeds} seed(s) per dataset", flush=True)
+    execute(specs, out, **run)
+    groups, _ = gather(out, specs)
+    valid = {(g.dataset, g.label): g.mean_of_valid("ndcg@10") for g in groups}
+    chosen: dict = {}
+    scores: dict = {}
+    for dataset in datasets:
+        chosen[dataset], scores[dataset] = {}, {}
+        for row in variants["rows"]:
+            if not row.get("choose"):
+                chosen[dataset][row["label"]] = row
+                continue
+            scored = [(c, valid.get((dataset, c["label"]), float("nan"))) for c in expand_choices(row)]
+            scores[dataset][row["label"]] = [(c["label"], v) for c, v in scored]
+            finite = [(c, v) for c, v in scored if v == v]
+            if finite:  # a row whose candidates all failed is left out (the failures are listed in the report)
+                chosen[dataset][row["label"]] = max(finite, key=lambda cv: cv[1])[0]
+    return chosen, scores
+
+
+def choices_table(opts: dict) -> str:
+    """The candidates of the rows with ``choose``, their validation NDCG@10 and the chosen one (bold)."""
+    seeds = int(opts["variants"].get("choose_seeds", 1))
+    lines = [f"Chosen on validation (best validation NDCG@10, mean of {seeds} seed(s); the chosen candidate in bold):", "",
+             "| dataset | row | validation NDCG@10 of each candidate |", "|---|---|---|"]
+    for dataset, by_label in opts["choices"].items():
+        for label, scored in by_label.items():
+            pick = opts["chosen"][dataset].get(label, {}).get("label")
+            cells = "; ".join((f"**{c}: {v:.4f}**" if c == pick else f"{c}: {v:.4f}") for c, v in scored)
+            lines.append(f"| {dataset} | {label} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
+def table(out: Path, groups: list[Group], reference: str | dict[str, str], alpha: float) -> tuple[str, list[dict]]:
+    """Every row against the reference row (a label, or one per dataset): validation and test NDCG@10 (mean
+    ± std over seeds), test Recall/MAP@10, the change of test NDCG@10 and its Holm-adjusted p-value (`*` at
+    p < alpha), and the epochs and seconds each row takes to reach 95% of the reference's best validation NDCG@10."""
+    lines, pvals = [], []
+    for dataset in datasets_of(groups):
+        mine = [g for g in groups if g.dataset == dataset]
+        ref_label = reference.get(dataset) if isinstance(reference, dict) else reference
+        ref = next((g for g in mine if g.label == ref_label), None)
+        target = 0.95 * best_valid(ref) if ref is not None else np.nan
+        for protocol in protocols_of(mine):
+            family = Family()
+            for g in mine:
+                if ref is not None and g is not ref:
+                    for metric in METRIC_KEYS:
+                        family.add((g.label, metric), compare(out, ref, g, protocol, metric))
+            adj = family.adjusted()
+            lines += [f"\n**{dataset}, {protocol} ranking** (reference: {ref_label})\n",
+                      "| row | valid NDCG@10 | test NDCG@10 | test Recall@10 | test MAP@10 | NDCG@10 vs reference (Holm p) "
+                      "| best epoch | s / epoch | epochs / s to 95% of the reference's best valid |",
+                      "|---|---|---|---|---|---|---|---|---|"]
+            for g in mine:
+                valid = mean_std([r["valid"].get("ndcg@10", np.nan) for r in g.results])
+                marks = {m: ("*" if np.isfinite(adj.get((g.label, m), np.nan)) and adj[(g.label, m)] < alpha else "")
+                         for m in METRIC_KEYS}
+                change = ""
+                if ref is not None and g is not ref:
+                    rel = (g.summary(protocol, "ndcg@10")[0] / ref.summary(protocol, "ndcg@10")[0] - 1) * 100
+                    change = f"{rel:+.1f}% ({adj.get((g.label, 'ndcg@10'), np.nan):.2g})"
+                lines.append(f"| {g.label} | {fmt(*valid)} | " + " | ".join(cell(g, protocol, m, marks[m]) for m in METRIC_KEYS)
+                             + f" | {change} | {g.mean_of('best_epoch'):.0f} | {g.mean_of('s_per_epoch'):.2f} | {reach(g, target)} |")
+            for key, p in family.raw.items():
+                pvals.append({"dataset": dataset, "protocol": protocol, "a": ref_label, "b": key[0], "metric": key[1],
+                              "p_raw": p, "p_holm": adj[key]})
+    return "\n".join(lines), pvals
+
+
+def report(out: Path, groups: list[Group], alpha: float, opts: dict) -> tuple[list[str], list[dict]]:
+    body = []
+    reference = opts["variants"]["reference"]
+    if opts.get("chosen"):
+        reference = {d: chosen[reference]["label"] for d, chosen in opts["chosen"].items() if reference in chosen}
+        body.append(choices_table(opts))
+    text, pvals = table(out, groups, reference, alpha)
+    body.append(text)
+    body.append(f"\n`*`: differs significantly from the reference row `{opts['variants']['reference']}` "
+                "(paired t-test over users, Holm over the rows x metrics of the table).")
+    body.append("\nRows: " + "; ".join(f"`{r['label']}`: {r['model']} {json.dumps(r.get('config') or {})}"
+                                        + (f" per dataset {json.dumps(r['datasets'])}" if r.get("datasets") else "")
+                                        + (f", choose {json.dumps(r['choose'])}" if r.get("choose") else "")
+                                        for r in opts["variants"]["rows"]))
+    body += markdown(quality_figures(groups, out))
+    return body, pvals
