@@ -105,11 +105,12 @@ class Config(RecBoleConfig):
     * ``model`` is resolved in this package first, then among RecBole's built-in models (clear error
       for an unknown name);
     * ``dns: true`` turns a supported base model into its ``_DNS`` variant;
-    * YAML defaults load in this order (later wins): RecBole's, ``properties/overall.yaml``, the base
-      model's RecBole YAML for a ``_DNS`` variant, ``properties/model/<model>.yaml``,
-      ``properties/dataset/<dataset>.yaml`` (unless ``dataset_preset: false``), ``properties/presets/<dns_preset>.yaml``
-      (the paper's preset holds the DNS keys' defaults; a model's YAML may name another preset); then
-      config files, ``config_dict`` and the command line;
+    * YAML defaults load in this order (later wins): RecBole's, ``properties/overall.yaml``,
+      ``properties/presets/paper.yaml`` (the DNS keys' defaults), the base model's RecBole YAML and
+      ``properties/model/<base>.yaml`` for a ``_DNS`` variant, ``properties/model/<model>.yaml``,
+      ``properties/dataset/<dataset>.yaml`` (unless ``dataset_preset: false``), then
+      ``properties/presets/<dns_preset>.yaml`` (the user's ``dns_preset``, else the one the model's YAML names,
+      else ``paper``); then config files, ``config_dict`` and the command line;
     * the keys of :data:`KEYS` are validated;
     * a distributed run (``local_rank`` set) joins its process group on the CPU (gloo) or GPUs (NCCL).
 

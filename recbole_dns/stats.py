@@ -1,8 +1,10 @@
-"""Statistics for comparing models: paired t-tests over users, Holm-Bonferroni, the paper's markers."""
+"""Statistics for comparing models: paired t-tests across training seeds (with a 95% interval of the relative
+change) and over users, Holm-Bonferroni, the paper's markers."""
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -21,6 +23,45 @@ def paired_ttest(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
         return 0.0, 1.0
     res = stats.ttest_rel(a, b)
     return float(res.statistic), float(res.pvalue)
+
+
+@dataclass(frozen=True)
+class SeedTest:
+    """``a`` against ``b`` across training seeds: the seeds both have (``n``), the two-sided p-value of the
+    paired t-test over them, and the relative change ``mean(a - b) / mean(b)`` with its confidence interval
+    (``nan`` with fewer than two seeds)."""
+
+    n: int
+    p: float
+    change: float
+    low: float
+    high: float
+
+
+def seed_test(a: Mapping[int, float], b: Mapping[int, float], confidence: float = 0.95) -> SeedTest:
+    """Paired t-test of ``a`` vs ``b`` across training seeds (``{seed: metric}``, paired by seed), and the
+    relative change of ``a`` over ``b`` with a t-interval of ``confidence`` (the interval of the mean paired
+    difference, divided by ``b``'s mean): the interval excludes 0 exactly when ``p < 1 - confidence``."""
+    from scipy import stats
+
+    seeds = sorted(set(a) & set(b))
+    x = np.array([a[s] for s in seeds], dtype=np.float64)
+    y = np.array([b[s] for s in seeds], dtype=np.float64)
+    n = len(seeds)
+    if n == 0:
+        return SeedTest(0, np.nan, np.nan, np.nan, np.nan)
+    base = y.mean()
+    d = x - y
+    change = d.mean() / base
+    if n < 2:
+        return SeedTest(n, np.nan, change, np.nan, np.nan)
+    sd = d.std(ddof=1)
+    if sd == 0:
+        p = 1.0 if d.mean() == 0 else 0.0
+        return SeedTest(n, p, change, change, change)
+    half = stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / np.sqrt(n)
+    return SeedTest(n, float(stats.ttest_rel(x, y).pvalue), float(change), float((d.mean() - half) / base),
+                    float((d.mean() + half) / base))
 
 
 def holm(pvalues: Iterable[float]) -> np.ndarray:

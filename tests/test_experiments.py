@@ -15,7 +15,7 @@ import torch
 from recbole_dns.diagnostics import embedding_entropy, expected_static_fn_rate, positives_matrix
 from recbole_dns.evaluation import SampledTestSets, full_ranking
 from recbole_dns.experiments import run_experiment
-from recbole_dns.stats import holm, paired_ttest
+from recbole_dns.stats import holm, paired_ttest, seed_test
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {"epochs": 1, "train_batch_size": 4096}
@@ -40,6 +40,29 @@ def test_paired_ttest_by_hand():
     assert paired_ttest(a, a) == (0.0, 1.0)
     with pytest.raises(ValueError, match="two 1-D arrays of one length"):
         paired_ttest([1, 2], [1, 2, 3])
+
+
+def test_seed_test_by_hand():
+    """Paired by seed (the order of the dicts and a seed only one side has do not matter); the interval is the
+    t-interval of the mean paired difference over the base's mean."""
+    from scipy import stats
+
+    a = {2: 0.33, 0: 0.30, 1: 0.32, 7: 0.9}  # seed 7: only in a
+    b = {0: 0.28, 1: 0.29, 2: 0.30}
+    d = np.array([0.02, 0.03, 0.03])  # seeds 0, 1, 2
+    sd = math.sqrt(((d - d.mean()) ** 2).sum() / 2)
+    t_hand = d.mean() / (sd / math.sqrt(3))
+    half = stats.t.ppf(0.975, 2) * sd / math.sqrt(3)
+    test = seed_test(a, b)
+    assert test.n == 3
+    assert test.p == pytest.approx(2 * stats.t.sf(t_hand, df=2), rel=1e-9)
+    assert test.change == pytest.approx(d.mean() / 0.29, rel=1e-9)
+    assert (test.low, test.high) == (pytest.approx((d.mean() - half) / 0.29), pytest.approx((d.mean() + half) / 0.29))
+    assert (test.low > 0) == (test.p < 0.05)  # the interval excludes 0 exactly when p < 0.05
+    wide = seed_test({0: 0.30, 1: 0.28, 2: 0.33}, b)
+    assert wide.low < 0 < wide.high and wide.p > 0.05
+    one = seed_test({0: 0.3}, {0: 0.25})
+    assert one.n == 1 and math.isnan(one.p) and math.isnan(one.low) and one.change == pytest.approx(0.2)
 
 
 def test_holm_by_hand():
@@ -258,6 +281,18 @@ def test_ablation_and_diagnose_experiments(tmp_path):
     line = next(l for l in md.splitlines() if l.startswith("| warm-up 1 |"))
     p = float(next(r["p_holm"] for r in pvalues if r["metric"] == "ndcg@10"))
     assert ("*" in line.split("|")[3]) == (p < 0.01) and "Rows: `BPR`: BPR {}" in md
+    # the marks come from the paired t-test across the two seeds, recomputed here from the runs' CSV
+    from scipy import stats
+
+    runs = [r for r in _csv(out / "ablation_runs.csv") if r["protocol"] == "full"]
+    ndcg = {(r["label"], int(r["seed"])): float(r["ndcg@10"]) for r in runs}
+    mine, ref = np.array([ndcg[("warm-up 1", s)] for s in (0, 1)]), np.array([ndcg[("BPR", s)] for s in (0, 1)])
+    row = next(r for r in pvalues if r["metric"] == "ndcg@10")
+    assert row["seeds"] == "2" and float(row["p_raw"]) == pytest.approx(stats.ttest_rel(mine, ref).pvalue, rel=1e-6)
+    assert float(row["change"]) == pytest.approx((mine - ref).mean() / ref.mean(), rel=1e-6)
+    assert float(row["change_low95"]) < float(row["change"]) < float(row["change_high95"])
+    assert 0 <= float(row["p_users"]) <= 1  # the user-level test, a secondary column
+    assert f"{float(row['change']) * 100:+.1f}% [{float(row['change_low95']) * 100:+.1f}, " in line
     with pytest.raises(ValueError, match="`reference` must be one of the row labels"):
         run_experiment("ablation", ["ml-100k"], out, variants={**variants, "reference": "nope"}, use_ray=False)
 
@@ -357,3 +392,15 @@ def test_shipped_ablation_files_are_valid_and_every_row_configures(path):
             assert config["model"] == row["model"]
             for key, value in (row.get("config") or {}).items():
                 assert config[key] == value
+
+
+def test_a_choice_of_mappings_is_labelled_by_what_differs():
+    from recbole_dns.experiments import expand_choices
+
+    args = [{"distribution": "uniform", "dynamic": True, "candidate_num": m} for m in (4, 32)]
+    row = {"label": "dynamic", "model": "BPR", "config": {"learning_rate": 0.001},
+           "choose": {"train_neg_sample_args": args, "learning_rate": [0.001, 0.01]}}
+    rows = expand_choices(row)
+    assert [r["label"] for r in rows] == ["dynamic candidate_num 4 lr 0.001", "dynamic candidate_num 4 lr 0.01",
+                                          "dynamic candidate_num 32 lr 0.001", "dynamic candidate_num 32 lr 0.01"]
+    assert rows[2]["config"] == {"learning_rate": 0.001, "train_neg_sample_args": args[1]}

@@ -11,9 +11,10 @@ from typing import Any
 import numpy as np
 
 from recbole_dns.experiments.figures import markdown, quality_figures
-from recbole_dns.experiments.report import Family, Group, best_valid, cell, compare, datasets_of, gather, protocols_of, reach
+from recbole_dns.experiments.report import (Family, Group, best_valid, cell, change, change_text, compare, datasets_of, gather,
+                                            protocols_of, reach)
 from recbole_dns.experiments.runs import METRIC_KEYS, Row, execute, plan_runs
-from recbole_dns.stats import fmt, mean_std
+from recbole_dns.stats import fmt, mean_std, seed_test
 
 NAME = "ablation"
 HELP = ("- the rows of a YAML file (``--variants``), each against a reference row; a row with\n"
@@ -77,11 +78,20 @@ def expand_choices(row: dict) -> list[dict]:
     keys = list(choose_)
     out = []
     for combo in itertools.product(*(choose_[k] for k in keys)):
-        names = [f"{CHOOSE_NAMES.get(k, k)} {v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool)
-                 else f"{CHOOSE_NAMES.get(k, k)} {v}" for k, v in zip(keys, combo)]
+        names = [_choice_name(k, v, choose_[k]) for k, v in zip(keys, combo)]
         out.append({**{k: v for k, v in row.items() if k != "choose"}, "label": " ".join([row["label"], *names]),
                     "config": {**(row.get("config") or {}), **dict(zip(keys, combo))}})
     return out
+
+
+def _choice_name(key: str, value: Any, values: list) -> str:
+    """``lr 0.001``; a mapping (e.g. ``train_neg_sample_args``) by the entries that differ among ``values``."""
+    if isinstance(value, dict) and all(isinstance(v, dict) for v in values):
+        keys = [k for k in value if len({repr(v.get(k)) for v in values}) > 1] or list(value)
+        return " ".join(_choice_name(k, value[k], [v.get(k) for v in values]) for k in keys)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{CHOOSE_NAMES.get(key, key)} {value:g}"
+    return f"{CHOOSE_NAMES.get(key, key)} {value}"
 
 
 def setup(datasets: list[str], out: Path, opts: dict, run: dict) -> None:
@@ -151,19 +161,21 @@ def table(out: Path, groups: list[Group], reference: str | dict[str, str], alpha
                         family.add((g.label, metric), compare(out, ref, g, protocol, metric))
             adj = family.adjusted()
             lines += [f"\n**{dataset}, {protocol} ranking** (reference: {ref_label})\n",
-                      "| row | valid NDCG@10 | test NDCG@10 | test Recall@10 | test MAP@10 | NDCG@10 vs reference (Holm p) "
-                      "| best epoch | s / epoch | epochs / s to 95% of the reference's best valid |",
-                      "|---|---|---|---|---|---|---|---|---|"]
+                      "| row | valid NDCG@10 | test NDCG@10 | test Recall@10 | test MAP@10 | valid NDCG@10 vs reference "
+                      "[95%] | test NDCG@10 vs reference [95%] (Holm p) | best epoch | s / epoch | epochs / s to 95% "
+                      "of the reference's best valid |",
+                      "|---|---|---|---|---|---|---|---|---|---|"]
             for g in mine:
                 valid = mean_std([r["valid"].get("ndcg@10", np.nan) for r in g.results])
                 marks = {m: ("*" if np.isfinite(adj.get((g.label, m), np.nan)) and adj[(g.label, m)] < alpha else "")
                          for m in METRIC_KEYS}
-                change = ""
+                delta = valid_delta = ""
                 if ref is not None and g is not ref:
-                    rel = (g.summary(protocol, "ndcg@10")[0] / ref.summary(protocol, "ndcg@10")[0] - 1) * 100
-                    change = f"{rel:+.1f}% ({adj.get((g.label, 'ndcg@10'), np.nan):.2g})"
+                    test = change(ref, g, protocol, "ndcg@10")
+                    delta = f"{change_text(test)} ({adj.get((g.label, 'ndcg@10'), np.nan):.2g})"
+                    valid_delta = change_text(seed_test(g.valid_by_seed("ndcg@10"), ref.valid_by_seed("ndcg@10")))
                 lines.append(f"| {g.label} | {fmt(*valid)} | " + " | ".join(cell(g, protocol, m, marks[m]) for m in METRIC_KEYS)
-                             + f" | {change} | {g.mean_of('best_epoch'):.0f} | {g.mean_of('s_per_epoch'):.2f} | {reach(g, target)} |")
+                             + f" | {valid_delta} | {delta} | {g.mean_of('best_epoch'):.0f} | {g.mean_of('s_per_epoch'):.2f} | {reach(g, target)} |")
             for key, p in family.raw.items():
                 pvals.append({"dataset": dataset, "protocol": protocol, "a": ref_label, "b": key[0], "metric": key[1],
                               "p_raw": p, "p_holm": adj[key]})
@@ -179,7 +191,8 @@ def report(out: Path, groups: list[Group], alpha: float, opts: dict) -> tuple[li
     text, pvals = table(out, groups, reference, alpha)
     body.append(text)
     body.append(f"\n`*`: differs significantly from the reference row `{opts['variants']['reference']}` "
-                "(paired t-test over users, Holm over the rows x metrics of the table).")
+                "(paired t-test across training seeds, Holm over the rows x metrics of the table); changes relative to "
+                "the reference, mean over seeds with the 95% interval of the paired per-seed differences.")
     body.append("\nRows: " + "; ".join(f"`{r['label']}`: {r['model']} {json.dumps(r.get('config') or {})}"
                                         + (f" per dataset {json.dumps(r['datasets'])}" if r.get("datasets") else "")
                                         + (f", choose {json.dumps(r['choose'])}" if r.get("choose") else "")

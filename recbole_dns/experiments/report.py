@@ -1,6 +1,7 @@
 """What every experiment's report shares: finished runs grouped into table rows (:class:`Group`), paired
-t-tests over users with Holm's correction per table (:class:`Family`), cells, the CSV files and the
-Markdown section (``OUT/<experiment>.md``, gathered into ``OUT/results.md``)."""
+t-tests across training seeds (the markers; over users as a secondary figure) with Holm's correction per
+table (:class:`Family`), cells, the CSV files and the Markdown section (``OUT/<experiment>.md``, gathered
+into ``OUT/results.md``)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from recbole_dns.experiments.runs import BUDGETS, METRIC_KEYS, RunSpec, load_per_user, load_result
-from recbole_dns.stats import fmt, holm, mean_std, paired_ttest
+from recbole_dns.stats import SeedTest, fmt, holm, mean_std, paired_ttest, seed_test
 from recbole_dns.tables import write_csv
 
 #: an experiment's part of its report: ``(out, groups, alpha, opts) -> (Markdown lines, p-value rows)``
@@ -33,8 +34,16 @@ class Group:
 
     def seed_means(self, protocol: str, metric: str) -> list[float]:
         """One value per seed: the test metric (for ``sampled``, the mean over the test sets)."""
-        return [float(np.mean([t[metric] for t in r["tests"] if t["protocol"] == protocol])) for r in self.results
-                if any(t["protocol"] == protocol for t in r["tests"])]
+        return list(self.by_seed(protocol, metric).values())
+
+    def by_seed(self, protocol: str, metric: str) -> dict[int, float]:
+        """``{training seed: test metric}`` (for ``sampled``, the mean over the test sets)."""
+        return {int(r["spec"]["seed"]): float(np.mean([t[metric] for t in r["tests"] if t["protocol"] == protocol]))
+                for r in self.results if any(t["protocol"] == protocol for t in r["tests"])}
+
+    def valid_by_seed(self, metric: str) -> dict[int, float]:
+        """``{training seed: validation metric at the selected epoch}``."""
+        return {int(r["spec"]["seed"]): float(r["valid"][metric]) for r in self.results if metric in r.get("valid", {})}
 
     def summary(self, protocol: str, metric: str) -> tuple[float, float]:
         return mean_std(self.seed_means(protocol, metric)) if self.seed_means(protocol, metric) else (np.nan, 0.0)
@@ -91,7 +100,39 @@ def gather(out: Path, specs: list[RunSpec]) -> tuple[list[Group], list[dict]]:
 
 
 def compare(out: Path, a: Group, b: Group, protocol: str, metric: str) -> float:
-    """p-value of the paired t-test over users (values averaged over seeds, and over test sets if sampled)."""
+    """p-value of the paired t-test across training seeds (each seed's test metric, paired by seed): the
+    evidence behind every marker. ``nan`` with fewer than two common seeds."""
+    return seed_test(b.by_seed(protocol, metric), a.by_seed(protocol, metric)).p
+
+
+def change(a: Group, b: Group, protocol: str, metric: str) -> SeedTest:
+    """``b`` against ``a`` across seeds: relative change of the test metric with its 95% interval, and p."""
+    return seed_test(b.by_seed(protocol, metric), a.by_seed(protocol, metric))
+
+
+def change_text(test: SeedTest) -> str:
+    """``+6.7% [+2.1, +11.3]`` (the interval when there are two seeds or more)."""
+    if not np.isfinite(test.change):
+        return ""
+    interval = f" [{test.low * 100:+.1f}, {test.high * 100:+.1f}]" if np.isfinite(test.low) else ""
+    return f"{test.change * 100:+.1f}%{interval}"
+
+
+def with_seed_and_user_tests(out: Path, groups: list[Group], row: dict) -> dict:
+    """A p-value CSV row (``dataset``, ``protocol``, ``a``, ``b``, ``metric``, Holm's ``p_holm`` of the seed test)
+    with the seeds compared, ``b``'s relative change over ``a`` and its 95% interval, and the user-level p."""
+    by_label = {(g.dataset, g.label): g for g in groups}
+    a, b = by_label.get((row["dataset"], row["a"])), by_label.get((row["dataset"], row["b"]))
+    if a is None or b is None:
+        return row
+    test = change(a, b, row["protocol"], row["metric"])
+    return {**row, "seeds": test.n, "change": test.change, "change_low95": test.low, "change_high95": test.high,
+            "p_users": compare_users(out, a, b, row["protocol"], row["metric"])}
+
+
+def compare_users(out: Path, a: Group, b: Group, protocol: str, metric: str) -> float:
+    """p-value of the paired t-test over users (values averaged over seeds, and over test sets if sampled): it
+    counts users, not training runs; a secondary figure, in the p-value CSV files only."""
     pa, pb = a.per_user(out, protocol, metric), b.per_user(out, protocol, metric)
     if pa is None or pb is None:
         return np.nan
@@ -205,9 +246,12 @@ def write_report(experiment: str, section: Section, specs: list[RunSpec], out: P
             f"protocol `{opts['protocol']}`" + (f" ({opts['test_sets']} sampled test sets of {opts['negatives']} negatives per user)"
                                                if opts["protocol"] != "full" else "") + ".  ",
             f"Written {datetime.datetime.now():%Y-%m-%d %H:%M} on {platform.machine()} ({_torch_version()}). "
-            f"Values: mean ± standard deviation over seeds; markers at Holm-adjusted p < {alpha} (paired t-test over users, "
-            "each user's value averaged over seeds and test sets).", ""]
+            f"Values: mean ± standard deviation over seeds; markers at Holm-adjusted p < {alpha} (paired t-test across "
+            "training seeds, each seed's test metric paired by seed; none with fewer than two seeds); changes with "
+            "their 95% interval across seeds. The p-value CSV adds the paired t-test over users, which counts users, "
+            "not training runs.", ""]
     body, pvals = section(out, groups, alpha, opts)
+    pvals = [with_seed_and_user_tests(out, groups, row) for row in pvals]
     if errors:
         body.append("\nRuns that failed: " + "; ".join(f"{e['spec']['dataset']} {e['spec']['label']} seed "
                                                        f"{e['spec']['seed']}: {e['error']}" for e in errors))
