@@ -404,3 +404,14 @@ def test_a_choice_of_mappings_is_labelled_by_what_differs():
     assert [r["label"] for r in rows] == ["dynamic candidate_num 4 lr 0.001", "dynamic candidate_num 4 lr 0.01",
                                           "dynamic candidate_num 32 lr 0.001", "dynamic candidate_num 32 lr 0.01"]
     assert rows[2]["config"] == {"learning_rate": 0.001, "train_neg_sample_args": args[1]}
+
+
+def test_a_run_keeps_its_id_when_recbole_fills_a_nested_config_value_in_place():
+    """RecBole adds `alpha` to train_neg_sample_args in place: the spec and its result file must not change."""
+    from recbole_dns.experiments.runs import RunSpec
+
+    args = {"distribution": "uniform", "sample_num": 1, "dynamic": True, "candidate_num": 4}
+    spec = RunSpec("ablation", "ml-100k", "BPR", "dynamic", 0, config=(("train_neg_sample_args", args),))
+    before = spec.run_id
+    spec.config_dict["train_neg_sample_args"]["alpha"] = 1.0  # what RecBole's Config does to the dict it gets
+    assert spec.run_id == before and "alpha" not in dict(spec.config)["train_neg_sample_args"]

@@ -4,6 +4,7 @@ on disk."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -57,7 +58,9 @@ class RunSpec:
 
     @property
     def config_dict(self) -> dict:
-        return dict(self.config)
+        """The config as a new dict, nested values copied: RecBole fills some in place (it adds ``alpha`` to
+        ``train_neg_sample_args``), which must not change the spec or its :attr:`run_id`."""
+        return copy.deepcopy(dict(self.config))
 
     @property
     def run_id(self) -> str:
