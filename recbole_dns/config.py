@@ -16,6 +16,7 @@ from recbole_dns import models
 from recbole_dns.defaults import PAPER_PRESET, PROPERTIES, preset_file, presets
 from recbole_dns.dns import DRAWS, PREDICTIONS, REFRESH_DTYPES, SAMPLERS, SIMILARITIES
 from recbole_dns.errors import ConfigError
+from recbole_dns.negatives import HARD_NEGATIVES, with_hard_negatives
 from recbole_dns.parallel import init_process_group
 from recbole_dns.shims import distributed_run, recbole_is
 
@@ -58,6 +59,12 @@ KEYS: dict[str, tuple[Any, str]] = {
     "dns_skip": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     "dns_draw": (lambda v: v in DRAWS, " | ".join(DRAWS)),
     "dns_predict": (lambda v: v in PREDICTIONS, " | ".join(PREDICTIONS)),
+    "hard_neg": (lambda v: v in HARD_NEGATIVES, " | ".join(HARD_NEGATIVES)),
+    "hard_neg_m": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "hard_neg_n": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "ahns_alpha": (lambda v: _is_number(v), "a number"),
+    "ahns_beta": (lambda v: _is_number(v), "a number"),
+    "ahns_p": (lambda v: _is_number(v), "a number"),
     "train_seed": (lambda v: v is None or _is_int(v), "an integer or null"),
     "log_fn_rate": (lambda v: isinstance(v, bool), "true or false"),
     "log_entropy": (lambda v: isinstance(v, bool), "true or false"),
@@ -76,6 +83,12 @@ def validate_config(config: Any) -> None:
     """Raise :class:`ConfigError` for a key of :data:`KEYS` outside its allowed values."""
     for key in KEYS:
         check_key(key, config[key])
+    dynamic = (config["train_neg_sample_args"] or {}).get("dynamic")
+    if config["hard_neg"] != "none" and dynamic:
+        raise ConfigError(
+            f"hard_neg: {config['hard_neg']} and train_neg_sample_args' dynamic: True both pick hard negatives; "
+            "keep one (hard_neg: none, or dynamic: False)"
+        )
 
 
 def yaml_value(text: str) -> Any:
@@ -153,6 +166,10 @@ class Config(RecBoleConfig):
         elif dns is False and models.is_dns_model(name):
             raise ConfigError(f"dns: false contradicts model {name!r}; use its base model {models.base_of(name)!r}")
         model_class = models.get_model(name) if (isinstance(model, str) or name != model.__name__) else model
+        hard_neg = self.external_config_dict.get("hard_neg", "none")
+        check_key("hard_neg", hard_neg)
+        if hard_neg != "none":
+            model_class = with_hard_negatives(model_class)
         return name, model_class, str(dataset)
 
     def _load_internal_config_dict(self, model, model_class, dataset):

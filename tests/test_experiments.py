@@ -326,12 +326,15 @@ def test_ablation_chooses_each_rows_learning_rate_on_validation(tmp_path):
             valid[r["spec"]["label"]] = r["valid"]["ndcg@10"]
     md = (out / "ablation.md").read_text()
     for row in ("BPR", "DNS"):
-        cands = {f"{row} lr 0.0001", f"{row} lr 0.02"}
-        assert cands <= set(valid)
+        grid = {f"{row} lr 0.0001", f"{row} lr 0.02"}
+        first = max(grid, key=lambda c: valid[c])  # on an edge of a two-point grid: the grid grows once beyond it
+        added = f"{row} lr {'0.04' if first.endswith('0.02') else '5e-05'}"
+        cands = {c for c in valid if c.startswith(f"{row} lr ")}
+        assert cands == grid | {added}
         best = max(cands, key=lambda c: valid[c])
-        other = (cands - {best}).pop()
-        assert seeds[best] == {"0", "1"} and other not in seeds  # the chosen one gets every seed; the table only it
-        assert f"**{best}: {valid[best]:.4f}**" in md and f"{other}: {valid[other]:.4f}" in md
+        others = cands - {best}
+        assert seeds[best] == {"0", "1"} and not others & set(seeds)  # the chosen one gets every seed; the table only it
+        assert f"**{best}: {valid[best]:.4f}**" in md and all(f"{o}: {valid[o]:.4f}" in md for o in others)
         assert f"| {best} |" in md
     assert seeds["DNS fixed"] == {"0", "1"}
     ref = max(("BPR lr 0.0001", "BPR lr 0.02"), key=lambda c: valid[c])
@@ -345,6 +348,21 @@ def test_ablation_chooses_each_rows_learning_rate_on_validation(tmp_path):
         run_experiment("ablation", ["ml-100k"], out, variants=clash, use_ray=False)
     with pytest.raises(ValueError, match="`choose_seeds` must be an integer >= 1"):
         run_experiment("ablation", ["ml-100k"], out, variants={**variants, "choose_seeds": 0}, use_ray=False)
+
+
+def test_a_best_point_on_the_edge_of_its_grid_extends_it():
+    from recbole_dns.experiments.ablation import edge_extension
+
+    assert edge_extension({"learning_rate": [0.0005, 0.001, 0.005]}, {"learning_rate": 0.005}) == ("learning_rate", 0.01)
+    assert edge_extension({"learning_rate": [0.0005, 0.001, 0.005]}, {"learning_rate": 0.0005}) == ("learning_rate", 0.00025)
+    assert edge_extension({"learning_rate": [0.0005, 0.001, 0.005]}, {"learning_rate": 0.001}) is None
+    args = [{"dynamic": True, "candidate_num": m} for m in (4, 16, 32)]
+    assert edge_extension({"train_neg_sample_args": args}, {"train_neg_sample_args": args[2]}) == (
+        "train_neg_sample_args", {"dynamic": True, "candidate_num": 64})
+    assert edge_extension({"train_neg_sample_args": args}, {"train_neg_sample_args": args[1]}) is None
+    two = {"learning_rate": [0.001, 0.01], "reg_weight": [0.0, 1e-4]}
+    assert edge_extension(two, {"learning_rate": 0.01, "reg_weight": 0.0}) == ("learning_rate/reg_weight", None)
+    assert edge_extension({"dns_sampler": ["similar", "random"]}, {"dns_sampler": "random"}) is None
 
 
 def test_the_papers_study_runs_the_papers_dns_unless_told_otherwise():

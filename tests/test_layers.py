@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "recbole_dns"
 LAYERS = [
     {"errors", "defaults", "shims"},
     {"parallel", "sampling", "graph", "losses", "stats", "figures", "tables"},
-    {"dns"},
+    {"dns", "negatives"},
     {"models"},
     {"checkpoint", "checks", "evaluation", "diagnostics", "trainer"},
     {"config"},

@@ -65,6 +65,9 @@ def check_variants(variants: Any) -> None:
     seeds = variants.get("choose_seeds", 1)
     if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
         raise ConfigError(f"ablation `choose_seeds` must be an integer >= 1; got {seeds!r}")
+    extend = variants.get("extend_edges", 1)
+    if not isinstance(extend, int) or isinstance(extend, bool) or extend < 0:
+        raise ConfigError(f"ablation `extend_edges` must be an integer >= 0; got {extend!r}")
     if variants.get("reference") not in labels:
         raise ConfigError(f"ablation `reference` must be one of the row labels {labels}; got {variants.get('reference')!r}")
 
@@ -103,31 +106,87 @@ def setup(datasets: list[str], out: Path, opts: dict, run: dict) -> None:
 
 def choose(datasets: list[str], out: Path, opts: dict, run: dict) -> tuple[dict, dict]:
     """Train every candidate of the rows with ``choose`` (``choose_seeds`` seeds) and pick, per dataset and
-    row, the candidate with the best mean validation NDCG@10. Returns ``{dataset: {row label: row}}`` (the
-    candidate in place of a row with ``choose``) and ``{dataset: {row label: [(candidate, valid NDCG@10)]}}``."""
-    variants = opts["variants"]
+    row, the candidate with the best mean validation NDCG@10. A pick on the edge of its grid (the lowest or
+    highest value of a one-dimensional numeric grid) extends the grid by halving or doubling that value, up to
+    ``extend_edges`` times (default 1), and chooses again. Returns ``{dataset: {row label: row}}`` (the candidate
+    in place of a row with ``choose``) and ``{dataset: {row label: [(candidate, valid NDCG@10)]}}``; the rows'
+    grids in ``opts["variants"]`` grow by the extensions, and ``opts["edges"]`` lists the picks still on an edge."""
+    variants = opts["variants"] = {**opts["variants"], "rows": [dict(r) for r in opts["variants"]["rows"]]}
     seeds = int(variants.get("choose_seeds", 1))
-    candidates = [c for row in variants["rows"] if row.get("choose") for c in expand_choices(row)]
-    trial = {**opts, "seeds": seeds, "variants": {**variants, "rows": candidates}}
-    specs = plan_runs(NAME, datasets, trial, lambda dataset: rows(dataset, trial), None)
-    print(f"choosing on validation: {len(candidates)} candidate row(s) x {seeds} seed(s) per dataset", flush=True)
-    execute(specs, out, **run)
-    groups, _ = gather(out, specs)
-    valid = {(g.dataset, g.label): g.mean_of_valid("ndcg@10") for g in groups}
-    chosen: dict = {}
-    scores: dict = {}
-    for dataset in datasets:
-        chosen[dataset], scores[dataset] = {}, {}
+    for round_ in range(int(variants.get("extend_edges", 1)) + 1):
+        candidates = [c for row in variants["rows"] if row.get("choose") for c in expand_choices(row)]
+        trial = {**opts, "seeds": seeds, "variants": {**variants, "rows": candidates}}
+        specs = plan_runs(NAME, datasets, trial, lambda dataset: rows(dataset, trial), None)
+        print(f"choosing on validation: {len(candidates)} candidate row(s) x {seeds} seed(s) per dataset", flush=True)
+        execute(specs, out, **run)
+        groups, _ = gather(out, specs)
+        valid = {(g.dataset, g.label): g.mean_of_valid("ndcg@10") for g in groups}
+        chosen: dict = {}
+        scores: dict = {}
+        edges: list = []
+        for dataset in datasets:
+            chosen[dataset], scores[dataset] = {}, {}
+            for row in variants["rows"]:
+                if not row.get("choose"):
+                    chosen[dataset][row["label"]] = row
+                    continue
+                scored = [(c, valid.get((dataset, c["label"]), float("nan"))) for c in expand_choices(row)]
+                scores[dataset][row["label"]] = [(c["label"], v) for c, v in scored]
+                finite = [(c, v) for c, v in scored if v == v]
+                if finite:  # a row whose candidates all failed is left out (the failures are listed in the report)
+                    best = chosen[dataset][row["label"]] = max(finite, key=lambda cv: cv[1])[0]
+                    beyond = edge_extension(row["choose"], best["config"])
+                    if beyond is not None:
+                        edges.append((dataset, row["label"], beyond))
+        opts["edges"] = edges
+        grow = {label: beyond for _, label, beyond in edges if beyond[1] is not None}
+        if round_ == int(variants.get("extend_edges", 1)) or not grow:
+            return chosen, scores
         for row in variants["rows"]:
-            if not row.get("choose"):
-                chosen[dataset][row["label"]] = row
-                continue
-            scored = [(c, valid.get((dataset, c["label"]), float("nan"))) for c in expand_choices(row)]
-            scores[dataset][row["label"]] = [(c["label"], v) for c, v in scored]
-            finite = [(c, v) for c, v in scored if v == v]
-            if finite:  # a row whose candidates all failed is left out (the failures are listed in the report)
-                chosen[dataset][row["label"]] = max(finite, key=lambda cv: cv[1])[0]
+            if row["label"] in grow:
+                key, value = grow[row["label"]]
+                if value not in row["choose"][key]:
+                    row["choose"] = {**row["choose"], key: [*row["choose"][key], value]}
+                    print(f"{row['label']}: the best point is on the edge of its grid; adding {key} {value}", flush=True)
     return chosen, scores
+
+
+def edge_extension(choose_: dict, config: dict) -> tuple[str, Any] | None:
+    """``(key, value beyond the edge)`` when the chosen ``config`` sits at the lowest or highest value of a
+    one-dimensional numeric grid (a number, or a mapping whose only differing entry is a number): the value
+    halved or doubled (integers rounded); ``(key, None)`` on the edge of a grid this cannot extend; ``None`` inside."""
+    varying = {k: v for k, v in choose_.items() if len(v) > 1}
+    if len(varying) != 1:
+        return ("/".join(varying), None) if any(_on_edge(v, config[k]) for k, v in varying.items()) else None
+    key, values = next(iter(varying.items()))
+    if not _on_edge(values, config[key]):
+        return None
+    if all(isinstance(v, dict) for v in values):
+        inner = [k for k in values[0] if len({repr(v.get(k)) for v in values}) > 1]
+        if len(inner) == 1 and all(_is_num(v.get(inner[0])) for v in values):
+            nums = [v[inner[0]] for v in values]
+            new = _beyond(nums, config[key][inner[0]])
+            return (key, {**config[key], inner[0]: new})
+        return (key, None)
+    return (key, _beyond(values, config[key])) if all(_is_num(v) for v in values) else (key, None)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _on_edge(values: list, value: Any) -> bool:
+    if all(isinstance(v, dict) for v in values):
+        inner = [k for k in values[0] if len({repr(v.get(k)) for v in values}) > 1]
+        if len(inner) == 1 and all(_is_num(v.get(inner[0])) for v in values):
+            return _on_edge([v[inner[0]] for v in values], value[inner[0]])
+        return False
+    return all(_is_num(v) for v in values) and value in (min(values), max(values))
+
+
+def _beyond(values: list, value: Any) -> Any:
+    new = value * 2 if value == max(values) else value / 2
+    return int(round(new)) if all(isinstance(v, int) for v in values) else float(f"{new:.6g}")
 
 
 def choices_table(opts: dict) -> str:
@@ -140,6 +199,10 @@ def choices_table(opts: dict) -> str:
             pick = opts["chosen"][dataset].get(label, {}).get("label")
             cells = "; ".join((f"**{c}: {v:.4f}**" if c == pick else f"{c}: {v:.4f}") for c, v in scored)
             lines.append(f"| {dataset} | {label} | {cells} |")
+    edges = [f"{label} ({dataset})" for dataset, label, _ in opts.get("edges", [])]
+    if edges:
+        lines += ["", "**Best point still on the edge of its grid** (its optimum may lie beyond; extend the grid or "
+                  "raise `extend_edges`): " + ", ".join(edges) + "."]
     return "\n".join(lines) + "\n"
 
 

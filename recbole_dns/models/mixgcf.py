@@ -55,6 +55,8 @@ class MixGCF(LightGCN):
     (their default). Prediction is LightGCN's.
     """
 
+    own_negatives = True  # draws its own candidates (n_negs): hard_neg does not apply
+
     loss_terms = ("bpr", "l2")  # what calculate_loss returns, for error messages
 
     def __init__(self, config, dataset):

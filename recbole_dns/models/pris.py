@@ -35,6 +35,8 @@ class PRIS(BPR):
     this package's choice: the paper tunes them per dataset. Prediction is the dot product.
     """
 
+    own_negatives = True  # draws its own candidates (n_negs): hard_neg does not apply
+
     loss_terms = ("pris", "l2")  # what calculate_loss returns, for error messages
 
     def __init__(self, config, dataset):

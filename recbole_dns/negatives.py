@@ -1,0 +1,119 @@
+"""Hard negatives for any pairwise model: DNS(M,N) and AHNS pick the static negative ``i-`` of every training
+instance from ``hard_neg_m`` uniform candidates, scored with the model's current tables.
+
+* ``dns_mn``: Shi et al., "On the Theories Behind Hard Negative Sampling for Recommendation", WWW 2023:
+  one of the ``hard_neg_n`` highest-scored of the ``M`` candidates, uniformly (``N = 1``: the hardest,
+  Zhang et al. 2013, what RecBole's ``dynamic: True`` does through ``predict``).
+* ``ahns``: Lai et al., "Adaptive Hardness Negative Sampling for Collaborative Filtering", AAAI 2024: the
+  candidate whose score is closest to ``beta * (s(u, i+) + alpha) ** (p + 1)``, a target that falls as the
+  positive's score rises (``p < -1``).
+
+The candidates are uniform over the items a user has not interacted with in training; the scores are the
+inner products of the tables the model is trained on (no gradient). A model gets the option with
+``hard_neg: dns_mn | ahns`` (:func:`with_hard_negatives` wraps its class), whatever its loss.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from recbole.utils import InputType
+
+from recbole_dns.errors import ConfigError
+from recbole_dns.sampling import ExclusionIndex, exclusion_matrix
+
+#: ``hard_neg``: none (the negative RecBole's sampler gave) | dns_mn | ahns
+HARD_NEGATIVES = ("none", "dns_mn", "ahns")
+
+
+def dns_mn_pick(cand_scores: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``[B]`` column of each row of ``cand_scores [B, M]``: one of its ``n`` highest, uniformly."""
+    top = torch.topk(cand_scores, min(n, cand_scores.shape[1]), dim=1).indices
+    pick = torch.randint(0, top.shape[1], (len(top), 1), device=top.device, generator=generator)
+    return top.gather(1, pick).squeeze(1)
+
+
+def ahns_pick(pos_scores: torch.Tensor, cand_scores: torch.Tensor, alpha: float, beta: float, p: float) -> torch.Tensor:
+    """``[B]`` column of each row of ``cand_scores [B, M]`` closest to ``beta * (pos_scores + alpha) ** (p + 1)``.
+
+    A target that is not a number (a negative base with a fractional power) makes every distance infinite:
+    the row's first candidate, a uniform draw, is kept.
+    """
+    target = beta * (pos_scores + alpha).pow(p + 1)
+    dist = (cand_scores - target.unsqueeze(1)).abs().nan_to_num(nan=float("inf"))
+    return dist.argmin(dim=1)
+
+
+def scoring_tables(model: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(users, items)``: the tables a model's scores are inner products of (a DNS variant's ``train_tables``,
+    BPR's ``user_table``/``item_table``, or a graph model's ``forward()``)."""
+    if hasattr(model, "train_tables"):
+        return model.train_tables()
+    if hasattr(model, "user_table") and hasattr(model, "item_table"):
+        return model.user_table(), model.item_table()
+    out = model.forward()
+    if isinstance(out, tuple) and len(out) == 2 and all(isinstance(t, torch.Tensor) for t in out):
+        return out
+    raise ConfigError(
+        f"hard_neg needs {type(model).__name__}'s score tables: define hard_neg_tables() returning (users, items)"
+    )
+
+
+class HardNegatives:
+    """Mixin: before the model's own ``calculate_loss``, replace the batch's negative with a hard one.
+
+    A model may define ``hard_neg_tables()`` (default :func:`scoring_tables`).
+    """
+
+    def __init__(self, config: Any, dataset: Any) -> None:
+        super().__init__(config, dataset)
+        self.hard_neg = str(config["hard_neg"])
+        self.hard_neg_m = int(config["hard_neg_m"])
+        self.hard_neg_n = int(config["hard_neg_n"])
+        self.ahns_alpha = float(config["ahns_alpha"])
+        self.ahns_beta = float(config["ahns_beta"])
+        self.ahns_p = float(config["ahns_p"])
+        self.hard_neg_index = ExclusionIndex(exclusion_matrix(dataset), config["device"])
+
+    def hard_neg_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return scoring_tables(self)
+
+    @torch.no_grad()
+    def hard_negatives(self, users: torch.Tensor, pos_items: torch.Tensor) -> torch.Tensor:
+        """``[B]``: each instance's negative, picked from ``hard_neg_m`` uniform candidates."""
+        candidates = self.hard_neg_index.sample(users, self.hard_neg_m)  # [B, M]
+        user_table, item_table = self.hard_neg_tables()
+        user_e = user_table[users]
+        cand_scores = (F.embedding(candidates, item_table) * user_e.unsqueeze(1)).sum(-1)  # [B, M]
+        if self.hard_neg == "dns_mn":
+            col = dns_mn_pick(cand_scores, self.hard_neg_n)
+        else:
+            pos_scores = (user_e * item_table[pos_items]).sum(-1)
+            col = ahns_pick(pos_scores, cand_scores, self.ahns_alpha, self.ahns_beta, self.ahns_p)
+        return candidates.gather(1, col.unsqueeze(1)).squeeze(1)
+
+    def calculate_loss(self, interaction: Any) -> Any:
+        if self.training and self.hard_neg != "none":
+            users = interaction[self.USER_ID]
+            interaction[self.NEG_ITEM_ID] = self.hard_negatives(users, interaction[self.ITEM_ID]).to(users.device)
+        return super().calculate_loss(interaction)
+
+
+def with_hard_negatives(model_class: type) -> type:
+    """``model_class`` with :class:`HardNegatives` mixed in (same name, so configs and logs are unchanged)."""
+    if issubclass(model_class, HardNegatives):
+        return model_class
+    if getattr(model_class, "input_type", None) is not InputType.PAIRWISE:
+        raise ConfigError(
+            f"hard_neg applies to pairwise models (input_type PAIRWISE, a negative per instance); "
+            f"{model_class.__name__} is not one"
+        )
+    if getattr(model_class, "own_negatives", False):
+        raise ConfigError(
+            f"hard_neg does not apply to {model_class.__name__}, which draws its own negatives (n_negs); "
+            "use it with BPR, LightGCN, SGL, SimGCL or their _DNS variants"
+        )
+    return type(model_class.__name__, (HardNegatives, model_class),
+                {"__module__": model_class.__module__, "__doc__": model_class.__doc__})

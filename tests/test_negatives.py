@@ -1,0 +1,99 @@
+"""Hard negatives for any pairwise model (DNS(M,N), AHNS), each against a brute-force reference."""
+
+import math
+
+import pytest
+import torch
+
+from recbole_dns import Config, ConfigError
+from recbole_dns.negatives import HardNegatives, ahns_pick, dns_mn_pick
+
+
+def _ahns_brute(pos, cands, alpha, beta, p):
+    out = []
+    for s_pos, row in zip(pos.tolist(), cands.tolist()):
+        try:
+            target = beta * (s_pos + alpha) ** (p + 1)
+        except ZeroDivisionError:
+            target = math.inf
+        if isinstance(target, complex):
+            out.append(0)
+            continue
+        dist = [abs(s - target) for s in row]
+        out.append(min(range(len(row)), key=lambda j: (dist[j], j)))
+    return out
+
+
+@pytest.mark.parametrize("alpha,beta,p", [(1.0, 0.1, -2), (0.5, 1.0, 0), (2.0, 0.3, -2.5)])
+def test_ahns_picks_the_candidate_closest_to_its_target(alpha, beta, p):
+    g = torch.Generator().manual_seed(0)
+    pos, cands = torch.randn(300, generator=g, dtype=torch.float64), torch.randn(300, 16, generator=g, dtype=torch.float64)
+    assert ahns_pick(pos, cands, alpha, beta, p).tolist() == _ahns_brute(pos, cands, alpha, beta, p)
+
+
+def test_ahns_target_falls_as_the_positive_score_rises():
+    cands = torch.linspace(-1, 1, 201).expand(3, -1)
+    picked = cands[0, ahns_pick(torch.tensor([0.0, 1.0, 4.0]), cands, 1.0, 0.5, -2)]
+    assert picked.tolist() == pytest.approx([0.5, 0.25, 0.1], abs=1e-6)
+
+
+def test_dns_mn_picks_uniformly_among_the_n_highest():
+    g = torch.Generator().manual_seed(1)
+    scores = torch.randn(40, 12, generator=g)
+    top = [set(sorted(range(12), key=lambda j: -scores[b, j].item())[:4]) for b in range(40)]
+    counts = torch.zeros(40, 12)
+    for _ in range(400):
+        pick = dns_mn_pick(scores, 4, generator=g)
+        counts[torch.arange(40), pick] += 1
+    for b in range(40):
+        assert {j for j in range(12) if counts[b, j] > 0} == top[b]  # every one of the N highest, nothing else
+    assert counts[counts > 0].min() > 60 and counts.max() < 140  # about 100 each of 400 draws
+    assert torch.equal(dns_mn_pick(scores, 1), scores.argmax(1))  # N = 1: the hardest (RecBole's dynamic)
+
+
+@pytest.mark.parametrize("kind", ["dns_mn", "ahns"])
+def test_a_pairwise_model_trains_on_the_picked_negative(prepare, monkeypatch, kind):
+    config, trainer, train, _, _ = prepare("BPR", hard_neg=kind, hard_neg_m=8, hard_neg_n=1)
+    model = trainer.model
+    assert isinstance(model, HardNegatives) and type(model).__name__ == "BPR"
+    batch = next(iter(train))
+    users, pos = batch["user_id"], batch["item_id"]
+    drawn = model.hard_neg_index.sample(users, 8)
+    seen = train._dataset.inter_matrix(form="csr")
+    assert not any(seen[u, i] for u, row in zip(users.tolist(), drawn.tolist()) for i in row)  # unseen items only
+    monkeypatch.setattr(model.hard_neg_index, "sample", lambda u, m: drawn)
+    model.train()
+    loss = model.calculate_loss(batch)
+    u = model.user_embedding.weight[users]
+    scores = torch.stack([(u * model.item_embedding.weight[drawn[:, j]]).sum(-1) for j in range(8)], 1)
+    if kind == "dns_mn":
+        col = scores.argmax(1)
+    else:
+        col = torch.tensor(_ahns_brute((u * model.item_embedding.weight[pos]).sum(-1).detach(), scores.detach(), 1.0, 0.1, -2))
+    expected = drawn.gather(1, col.unsqueeze(1)).squeeze(1)
+    assert torch.equal(batch["neg_item_id"], expected)
+    ref = -torch.nn.functional.logsigmoid((u * (model.item_embedding.weight[pos] - model.item_embedding.weight[expected])).sum(-1)).mean()
+    assert float((loss[0] if isinstance(loss, tuple) else loss).detach()) == pytest.approx(float(ref.detach()), rel=1e-5)
+
+
+def test_graph_and_dns_models_train_with_hard_negatives():
+    from recbole_dns import run_recbole_dns
+
+    for model in ("LightGCN", "BPR_DNS"):
+        result = run_recbole_dns(model=model, dataset="ml-100k", read_cmd_line=False, config_dict={
+            "epochs": 1, "state": "WARNING", "show_progress": False, "train_batch_size": 8192, "hard_neg": "ahns",
+            "dns_warmup": 0, "dns_k": 20})
+        assert 0 < result["test_result"]["ndcg@10"] <= 1
+
+
+@pytest.mark.parametrize("model,config,message", [
+    ("BPR", {"hard_neg": "hardest"}, r"config key 'hard_neg' must be none \| dns_mn \| ahns; got 'hardest'"),
+    ("BPR", {"hard_neg": "dns_mn", "hard_neg_m": 0}, r"config key 'hard_neg_m' must be an integer >= 1; got 0"),
+    ("MixGCF", {"hard_neg": "ahns"}, "hard_neg does not apply to MixGCF, which draws its own negatives"),
+    ("NeuMF", {"hard_neg": "ahns"}, "hard_neg applies to pairwise models"),
+    ("BPR", {"hard_neg": "ahns", "train_neg_sample_args": {"distribution": "uniform", "sample_num": 1, "dynamic": True,
+                                                          "candidate_num": 4}}, "both pick hard negatives"),
+])
+def test_bad_hard_negative_settings_are_clear_errors(model, config, message):
+    with pytest.raises(ConfigError, match=message):
+        Config(model=model, dataset="ml-100k", config_dict={**config, "state": "WARNING"}, read_cmd_line=False)
