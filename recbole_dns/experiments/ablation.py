@@ -193,12 +193,12 @@ def choices_table(opts: dict) -> str:
     """The candidates of the rows with ``choose``, their validation NDCG@10 and the chosen one (bold)."""
     seeds = int(opts["variants"].get("choose_seeds", 1))
     lines = [f"Chosen on validation (best validation NDCG@10, mean of {seeds} seed(s); the chosen candidate in bold):", "",
-             "| dataset | row | validation NDCG@10 of each candidate |", "|---|---|---|"]
+             "| dataset | row | trials | validation NDCG@10 of each candidate |", "|---|---|---|---|"]
     for dataset, by_label in opts["choices"].items():
         for label, scored in by_label.items():
             pick = opts["chosen"][dataset].get(label, {}).get("label")
             cells = "; ".join((f"**{c}: {v:.4f}**" if c == pick else f"{c}: {v:.4f}") for c, v in scored)
-            lines.append(f"| {dataset} | {label} | {cells} |")
+            lines.append(f"| {dataset} | {label} | {len(scored)} | {cells} |")
     edges = [f"{label} ({dataset})" for dataset, label, _ in opts.get("edges", [])]
     if edges:
         lines += ["", "**Best point still on the edge of its grid** (its optimum may lie beyond; extend the grid or "
