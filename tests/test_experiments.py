@@ -314,6 +314,7 @@ def test_ablation_chooses_each_rows_learning_rate_on_validation(tmp_path):
         {"label": "DNS", "model": "BPR_DNS", "choose": {"learning_rate": [1e-4, 0.02]}},
         {"label": "DNS fixed", "model": "BPR_DNS", "config": {"learning_rate": 0.01}},
     ]}
+    variants["decide"] = {"rows": ["DNS"], "against": ["BPR", "DNS fixed"]}
     run_experiment("ablation", ["ml-100k"], out, seeds=2, overrides={**TINY, "epochs": 2}, use_ray=False, variants=variants)
     runs = _csv(out / "ablation_runs.csv")
     seeds = {}
@@ -337,6 +338,26 @@ def test_ablation_chooses_each_rows_learning_rate_on_validation(tmp_path):
         assert f"**{best}: {valid[best]:.4f}**" in md and all(f"{o}: {valid[o]:.4f}" in md for o in others)
         assert f"| {best} |" in md
     assert seeds["DNS fixed"] == {"0", "1"}
+    # the decision, brute force: the chosen DNS candidate against each row, paired over the 2 seeds, Holm over 2
+    from scipy import stats as st
+
+    test = {(r["spec"]["label"], r["spec"]["seed"]): r["tests"][0]["ndcg@10"] for r in results}
+    pick = {row: max((c for c in valid if c.startswith(f"{row} lr ")), key=lambda c: valid[c]) for row in ("BPR", "DNS")}
+    pick["DNS fixed"] = "DNS fixed"
+    mine = [test[(pick["DNS"], s)] for s in (0, 1)]
+    ps, ups = [], []
+    for other in ("BPR", "DNS fixed"):
+        theirs = [test[(pick[other], s)] for s in (0, 1)]
+        d = [a - b for a, b in zip(mine, theirs)]
+        ps.append(1.0 if d[0] == d[1] == 0 else (0.0 if d[0] == d[1] else st.ttest_rel(mine, theirs).pvalue))
+        ups.append(sum(d) > 0)
+    holm = sorted(ps)
+    adj = {0: min(1, 2 * holm[0]), 1: max(min(1, 2 * holm[0]), holm[1])}
+    adj_p = [adj[sorted(range(2), key=lambda i: ps[i]).index(i)] for i in range(2)]
+    wins = all(u and p < 0.01 for u, p in zip(ups, adj_p))
+    line = next(l for l in md.splitlines() if l.startswith("| DNS | ml-100k |"))
+    assert line.rstrip().endswith("| yes |" if wins else "| no |")
+    assert [f"({p:.2g})" in line for p in adj_p] == [True, True]
     ref = max(("BPR lr 0.0001", "BPR lr 0.02"), key=lambda c: valid[c])
     assert f"(reference: {ref})" in md and (out / "quality_vs_time_ml-100k.png").stat().st_size > 1000
     bad = {"reference": "BPR", "rows": [{"label": "BPR", "model": "BPR", "choose": {"learning_rate": 0.01}}]}

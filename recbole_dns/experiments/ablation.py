@@ -65,6 +65,13 @@ def check_variants(variants: Any) -> None:
     seeds = variants.get("choose_seeds", 1)
     if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
         raise ConfigError(f"ablation `choose_seeds` must be an integer >= 1; got {seeds!r}")
+    decide = variants.get("decide")
+    if decide is not None:
+        ok = (isinstance(decide, dict) and isinstance(decide.get("rows"), list) and isinstance(decide.get("against"), list)
+              and set(decide["rows"]) | set(decide["against"]) <= set(labels))
+        if not ok:
+            raise ConfigError(f"ablation `decide` must be {{rows: [labels], against: [labels]}} with labels among {labels}; "
+                              f"got {decide!r}")
     extend = variants.get("extend_edges", 1)
     if not isinstance(extend, int) or isinstance(extend, bool) or extend < 0:
         raise ConfigError(f"ablation `extend_edges` must be an integer >= 0; got {extend!r}")
@@ -260,5 +267,46 @@ def report(out: Path, groups: list[Group], alpha: float, opts: dict) -> tuple[li
                                         + (f" per dataset {json.dumps(r['datasets'])}" if r.get("datasets") else "")
                                         + (f", choose {json.dumps(r['choose'])}" if r.get("choose") else "")
                                         for r in opts["variants"]["rows"]))
+    if opts["variants"].get("decide"):
+        body.append(decision(groups, opts, alpha))
     body += markdown(quality_figures(groups, out))
     return body, pvals
+
+
+def decision(groups: list[Group], opts: dict, alpha: float) -> str:
+    """The shipping rule of ``decide``: each of its ``rows`` against every row of ``against``, per dataset (test
+    NDCG@10, full ranking, paired t-test across seeds, Holm over the row's comparisons on that dataset); a row
+    wins a dataset when it is above every one of them at Holm p < ``alpha``."""
+    decide = opts["variants"]["decide"]
+    datasets = datasets_of(groups)
+    lines = ["\n**Decision** (`decide`): a row wins a dataset when its test NDCG@10 (full ranking) is above every row "
+             f"it is set against, each at Holm-adjusted p < {alpha} (paired t-test across training seeds).\n",
+             "| row | dataset | " + " | ".join(f"vs {a}" for a in decide["against"]) + " | wins |",
+             "|---|---|" + "---|" * (len(decide["against"]) + 1)]
+    for label in decide["rows"]:
+        won = []
+        for dataset in datasets:
+            by_label = {g.label: g for g in groups if g.dataset == dataset}
+            chosen = (opts.get("chosen") or {}).get(dataset, {})
+
+            def group(row_label: str) -> Group | None:
+                return by_label.get((chosen.get(row_label) or {}).get("label", row_label))
+
+            me = group(label)
+            tests = [change(group(a), me, "full", "ndcg@10") if me is not None and group(a) is not None and a != label
+                     else None for a in decide["against"]]
+            ps = [t.p for t in tests if t is not None]
+            adj = iter(Family.holm_of(ps))
+            cells, wins = [], bool(ps)
+            for t in tests:
+                if t is None:
+                    cells.append("")
+                    continue
+                p = next(adj)
+                wins &= bool(np.isfinite(p) and p < alpha and t.change > 0)
+                cells.append(f"{change_text(t)} ({p:.2g})")
+            won += [dataset] if wins else []
+            lines.append(f"| {label} | {dataset} | " + " | ".join(cells) + f" | {'yes' if wins else 'no'} |")
+        lines.append(f"| {label} | all | {len(won)} of {len(datasets)} datasets"
+                     + (f" ({', '.join(won)})" if won else "") + " |" + " |" * len(decide["against"]))
+    return "\n".join(lines)

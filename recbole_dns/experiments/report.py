@@ -150,6 +150,15 @@ class Family:
     def add(self, key: Any, p: float) -> None:
         self.raw[key] = p
 
+    @staticmethod
+    def holm_of(pvalues: list[float]) -> list[float]:
+        """Holm-adjusted ``pvalues`` (``nan`` kept in place)."""
+        family = Family()
+        for i, p in enumerate(pvalues):
+            family.add(i, p)
+        adj = family.adjusted()
+        return [adj[i] for i in range(len(pvalues))]
+
     def adjusted(self) -> dict[Any, float]:
         keys = [k for k, p in self.raw.items() if np.isfinite(p)]
         adj = holm([self.raw[k] for k in keys])
