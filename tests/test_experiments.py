@@ -412,6 +412,12 @@ def test_epochs_and_seconds_to_reach_a_quality():
     assert reach(g, 0.3) == "2.0 / 4 s"  # epoch 2 (4 s) in the first seed, epoch 2 (4 s) in the second
     assert reach(g, 0.45) == "3.0 / 6 s (1 of 2 seeds)"
     assert reach(g, 0.6) == "not reached" and reach(g, float("nan")) == "not reached"
+    from recbole_dns.experiments.report import best_epoch_text
+
+    g.results[0]["best_epoch"], g.results[1]["best_epoch"] = 2, 1
+    assert best_epoch_text(g) == "2 (rising at the cap: 1 of 2)"  # the first seed still improved at its last epoch
+    g.results[0]["curve"][-1]["valid_ndcg@10"] = 0.2
+    assert best_epoch_text(g) == "2"
 
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parent.parent / "tune" / "ablations").glob("*.yaml")),

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from recbole_dns.experiments.figures import markdown, quality_figures
-from recbole_dns.experiments.report import (Family, Group, best_valid, cell, change, change_text, compare, datasets_of, gather,
+from recbole_dns.experiments.report import (Family, Group, best_epoch_text, best_valid, cell, change, change_text, compare, datasets_of, gather,
                                             protocols_of, reach)
 from recbole_dns.experiments.runs import METRIC_KEYS, Row, execute, plan_runs
 from recbole_dns.stats import fmt, mean_std, seed_test
@@ -245,7 +245,7 @@ def table(out: Path, groups: list[Group], reference: str | dict[str, str], alpha
                     delta = f"{change_text(test)} ({adj.get((g.label, 'ndcg@10'), np.nan):.2g})"
                     valid_delta = change_text(seed_test(g.valid_by_seed("ndcg@10"), ref.valid_by_seed("ndcg@10")))
                 lines.append(f"| {g.label} | {fmt(*valid)} | " + " | ".join(cell(g, protocol, m, marks[m]) for m in METRIC_KEYS)
-                             + f" | {valid_delta} | {delta} | {g.mean_of('best_epoch'):.0f} | {g.mean_of('s_per_epoch'):.2f} | {reach(g, target)} |")
+                             + f" | {valid_delta} | {delta} | {best_epoch_text(g)} | {g.mean_of('s_per_epoch'):.2f} | {reach(g, target)} |")
             for key, p in family.raw.items():
                 pvals.append({"dataset": dataset, "protocol": protocol, "a": ref_label, "b": key[0], "metric": key[1],
                               "p_raw": p, "p_holm": adj[key]})
@@ -262,7 +262,8 @@ def report(out: Path, groups: list[Group], alpha: float, opts: dict) -> tuple[li
     body.append(text)
     body.append(f"\n`*`: differs significantly from the reference row `{opts['variants']['reference']}` "
                 "(paired t-test across training seeds, Holm over the rows x metrics of the table); changes relative to "
-                "the reference, mean over seeds with the 95% interval of the paired per-seed differences.")
+                "the reference, mean over seeds with the 95% interval of the paired per-seed differences. \"Rising at the cap\": "
+                "seeds whose validation score was still at its best at the last evaluation (a longer budget may change the row).")
     body.append("\nRows: " + "; ".join(f"`{r['label']}`: {r['model']} {json.dumps(r.get('config') or {})}"
                                         + (f" per dataset {json.dumps(r['datasets'])}" if r.get("datasets") else "")
                                         + (f", choose {json.dumps(r['choose'])}" if r.get("choose") else "")

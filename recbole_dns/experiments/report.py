@@ -202,6 +202,15 @@ def reach(group: Group, target: float) -> str:
             + (f" ({len(hit)} of {len(hits)} seeds)" if len(hit) < len(hits) else ""))
 
 
+def best_epoch_text(group: Group) -> str:
+    """The mean selected epoch, and in how many seeds validation was still at its best at the last evaluation
+    (training ended by the epoch cap while still improving: the budget, not the method, set the result)."""
+    capped = [bool(r.get("curve")) and max(r["curve"], key=lambda c: c["valid_ndcg@10"]) is r["curve"][-1]
+              for r in group.results]
+    note = f" (rising at the cap: {sum(capped)} of {len(capped)})" if any(capped) else ""
+    return f"{group.mean_of('best_epoch'):.0f}{note}"
+
+
 def best_epochs(group: Group) -> str:
     """The best validation NDCG@10 of each seed's curve, ``mean ± std (mean epoch)``."""
     best = [max(r["curve"], key=lambda c: c["valid_ndcg@10"]) for r in group.results if r["curve"]]
