@@ -125,6 +125,8 @@ class Config(RecBoleConfig):
       ``properties/presets/<dns_preset>.yaml`` (the user's ``dns_preset``, else the one the model's YAML names,
       else ``paper``); then config files, ``config_dict`` and the command line;
     * the keys of :data:`KEYS` are validated;
+    * ``hard_neg`` other than ``none`` (set anywhere, a preset included) mixes
+      :class:`~recbole_dns.negatives.HardNegatives` into ``model_class``;
     * a distributed run (``local_rank`` set) joins its process group on the CPU (gloo) or GPUs (NCCL).
 
     ``read_cmd_line=False`` ignores ``sys.argv`` (RecBole always reads it).
@@ -144,6 +146,8 @@ class Config(RecBoleConfig):
                 raise ConfigError(f"config file not found: {path}")
         super().__init__(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
         validate_config(self)
+        if self["hard_neg"] != "none":  # from any source: the user's keys, a model's YAML or a preset
+            self.model_class = with_hard_negatives(self.model_class)
 
     def _load_cmd_line(self):
         return super()._load_cmd_line() if self._read_cmd_line else {}
@@ -166,10 +170,6 @@ class Config(RecBoleConfig):
         elif dns is False and models.is_dns_model(name):
             raise ConfigError(f"dns: false contradicts model {name!r}; use its base model {models.base_of(name)!r}")
         model_class = models.get_model(name) if (isinstance(model, str) or name != model.__name__) else model
-        hard_neg = self.external_config_dict.get("hard_neg", "none")
-        check_key("hard_neg", hard_neg)
-        if hard_neg != "none":
-            model_class = with_hard_negatives(model_class)
         return name, model_class, str(dataset)
 
     def _load_internal_config_dict(self, model, model_class, dataset):
