@@ -148,6 +148,16 @@ def test_dns_preset_loads_its_file_and_the_users_keys_win():
         assert paper[key] == plain[key]  # today's defaults are the paper's
 
 
+def test_a_preset_that_sets_hard_neg_gives_the_model_its_hard_negatives():
+    from recbole_dns.negatives import HardNegatives
+
+    hard = make("BPR", dns=True, dns_preset="warmup_band_hard")
+    assert issubclass(hard.model_class, HardNegatives) and hard.model_class.__name__ == "BPR_DNS"
+    assert (hard["hard_neg"], hard["hard_neg_n"], hard["dns_skip"]) == ("dns_mn", 2, 50)
+    assert not issubclass(make("BPR_DNS").model_class, HardNegatives)
+    assert not issubclass(make("BPR_DNS", dns_preset="warmup_band_hard", hard_neg="none").model_class, HardNegatives)
+
+
 def test_bpr_dns_defaults_to_the_warm_up_band_and_the_paper_preset_restores_the_paper():
     import yaml
 
@@ -170,7 +180,7 @@ def test_bpr_dns_defaults_to_the_warm_up_band_and_the_paper_preset_restores_the_
 
 
 @pytest.mark.parametrize("model,preset,message", [
-    ("BPR_DNS", "fast", "config key 'dns_preset' must be one of paper, warmup_band or null; got 'fast'"),
+    ("BPR_DNS", "fast", "config key 'dns_preset' must be one of paper, warmup_band, warmup_band_hard or null; got 'fast'"),
     ("BPR", "paper", "config key 'dns_preset' applies to a _DNS model (or dns: true); model 'BPR' is not one"),
 ])
 def test_bad_dns_preset_is_one_line(model, preset, message):
