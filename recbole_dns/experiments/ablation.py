@@ -192,8 +192,11 @@ def _on_edge(values: list, value: Any) -> bool:
 
 
 def _beyond(values: list, value: Any) -> Any:
+    """``value`` doubled (top edge) or halved (bottom edge); ``None`` for an integer grid already at 1."""
     new = value * 2 if value == max(values) else value / 2
-    return int(round(new)) if all(isinstance(v, int) for v in values) else float(f"{new:.6g}")
+    if all(isinstance(v, int) for v in values):
+        return int(round(new)) if round(new) >= 1 and round(new) != value else None
+    return float(f"{new:.6g}")
 
 
 def choices_table(opts: dict) -> str:
