@@ -385,6 +385,8 @@ def test_a_best_point_on_the_edge_of_its_grid_extends_it():
     assert edge_extension(two, {"learning_rate": 0.01, "reg_weight": 0.0}) == ("learning_rate/reg_weight", None)
     assert edge_extension({"dns_sampler": ["similar", "random"]}, {"dns_sampler": "random"}) is None
     assert edge_extension({"hard_neg_n": [1, 2, 4]}, {"hard_neg_n": 1}) == ("hard_neg_n", None)  # flagged, not extended
+    ones = [{"dynamic": True, "candidate_num": m} for m in (1, 4)]
+    assert edge_extension({"train_neg_sample_args": ones}, {"train_neg_sample_args": ones[0]}) == ("train_neg_sample_args", None)
 
 
 def test_the_papers_study_runs_the_papers_dns_unless_told_otherwise():

@@ -97,7 +97,7 @@ def expand_choices(row: dict) -> list[dict]:
 def _choice_name(key: str, value: Any, values: list) -> str:
     """``lr 0.001``; a mapping (e.g. ``train_neg_sample_args``) by the entries that differ among ``values``."""
     if isinstance(value, dict) and all(isinstance(v, dict) for v in values):
-        keys = [k for k in value if len({repr(v.get(k)) for v in values}) > 1] or list(value)
+        keys = _differing(values, value) or list(value)
         return " ".join(_choice_name(k, value[k], [v.get(k) for v in values]) for k in keys)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return f"{CHOOSE_NAMES.get(key, key)} {value:g}"
@@ -168,26 +168,34 @@ def edge_extension(choose_: dict, config: dict) -> tuple[str, Any] | None:
     key, values = next(iter(varying.items()))
     if not _on_edge(values, config[key]):
         return None
-    if all(isinstance(v, dict) for v in values):
-        inner = [k for k in values[0] if len({repr(v.get(k)) for v in values}) > 1]
-        if len(inner) == 1 and all(_is_num(v.get(inner[0])) for v in values):
-            nums = [v[inner[0]] for v in values]
-            new = _beyond(nums, config[key][inner[0]])
-            return (key, {**config[key], inner[0]: new})
-        return (key, None)
-    return (key, _beyond(values, config[key])) if all(_is_num(v) for v in values) else (key, None)
+    entry = _numeric_entry(values)
+    if entry is not None:
+        new = _beyond([v[entry] for v in values], config[key][entry])
+        return (key, None if new is None else {**config[key], entry: new})
+    return (key, _beyond(values, config[key]) if all(_is_num(v) for v in values) else None)
 
 
 def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def _differing(values: list, keys: Any) -> list:
+    """The ``keys`` whose values differ among the mappings ``values``."""
+    return [k for k in keys if len({repr(v.get(k)) for v in values}) > 1]
+
+
+def _numeric_entry(values: list) -> str | None:
+    """The one entry that differs among the mappings ``values`` when it is a number in each, else ``None``."""
+    if not all(isinstance(v, dict) for v in values):
+        return None
+    inner = _differing(values, values[0])
+    return inner[0] if len(inner) == 1 and all(_is_num(v.get(inner[0])) for v in values) else None
+
+
 def _on_edge(values: list, value: Any) -> bool:
-    if all(isinstance(v, dict) for v in values):
-        inner = [k for k in values[0] if len({repr(v.get(k)) for v in values}) > 1]
-        if len(inner) == 1 and all(_is_num(v.get(inner[0])) for v in values):
-            return _on_edge([v[inner[0]] for v in values], value[inner[0]])
-        return False
+    entry = _numeric_entry(values)
+    if entry is not None:
+        return _on_edge([v[entry] for v in values], value[entry])
     return all(_is_num(v) for v in values) and value in (min(values), max(values))
 
 
