@@ -65,6 +65,7 @@ KEYS: dict[str, tuple[Any, str]] = {
     "ahns_alpha": (lambda v: _is_number(v), "a number"),
     "ahns_beta": (lambda v: _is_number(v), "a number"),
     "ahns_p": (lambda v: _is_number(v), "a number"),
+    "init_std": (lambda v: v is None or (_is_number(v) and v > 0), "a number > 0 or null"),
     "train_seed": (lambda v: v is None or _is_int(v), "an integer or null"),
     "log_fn_rate": (lambda v: isinstance(v, bool), "true or false"),
     "log_entropy": (lambda v: isinstance(v, bool), "true or false"),
@@ -83,6 +84,10 @@ def validate_config(config: Any) -> None:
     """Raise :class:`ConfigError` for a key of :data:`KEYS` outside its allowed values."""
     for key in KEYS:
         check_key(key, config[key])
+    model_class = getattr(config, "model_class", None)
+    if config["init_std"] is not None and model_class is not None and not getattr(model_class, "init_std_key", False):
+        raise ConfigError(f"config key 'init_std' applies to SimGCL and SimGCL_DNS; model {config['model']!r} "
+                          "keeps its own initialisation (set init_std: null)")
     dynamic = (config["train_neg_sample_args"] or {}).get("dynamic")
     if config["hard_neg"] != "none" and dynamic:
         raise ConfigError(

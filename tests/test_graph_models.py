@@ -68,6 +68,29 @@ def test_simgcl_views_are_noisy_and_the_plain_forward_is_not(prepare):
     assert not torch.allclose(p[0], q[0])
 
 
+@pytest.mark.parametrize("model", ["SimGCL", "SimGCL_DNS"])
+def test_simgcl_starts_with_its_propagated_layers_above_the_noise(prepare, model):
+    # the cause of SimGCL's stall at lr 0.001: with Xavier the propagated layers start far below eps
+    def layer_norms(**cfg):
+        _, trainer, _, _, _ = prepare(model, **cfg)
+        with torch.no_grad():
+            users, items = trainer.model.layer_embeddings()
+        return [float(torch.cat([users[:, k], items[:, k]]).norm(dim=1).mean()) for k in range(users.shape[1])]
+
+    eps = 0.1
+    default, xavier = layer_norms(), layer_norms(init_std=None)
+    assert min(default[1:]) > 2 * eps  # the layers SimGCL uses (1..L) start well above the noise
+    assert max(xavier[1:]) < eps / 2
+    assert default[0] == pytest.approx(8.0, rel=0.05)  # N(0, 1) rows of 64 entries: norm ~ sqrt(64)
+
+
+def test_init_std_on_a_model_that_does_not_read_it_is_an_error():
+    with pytest.raises(ConfigError, match=r"'init_std' applies to SimGCL and SimGCL_DNS; model 'LightGCN'"):
+        Config(model="LightGCN", dataset="ml-100k", config_dict={"init_std": 1.0}, read_cmd_line=False)
+    with pytest.raises(ConfigError, match=r"'init_std' must be a number > 0 or null; got -1"):
+        Config(model="SimGCL", dataset="ml-100k", config_dict={"init_std": -1}, read_cmd_line=False)
+
+
 def test_info_nce_by_hand():
     v1 = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
     v2 = torch.tensor([[3.0, 0.0], [1.0, 1.0]])
