@@ -17,6 +17,18 @@ padding item 0), then measures
 (3) for each other ``--dtypes`` (``dns_refresh_dtype``): its refresh time and its pool's overlap with the
     float32 pool (mean share of a user's k items in both; share of identical rows).
 
+(4) with ``--index ivf`` (the default on the CPU): the same pool through ``dns_index: ivf`` in its own fresh
+    process, for every user: refresh time (index build + queries) and the build alone, recall of the exact
+    pool (mean share of a measured user's exact pool items that the index's pool has; the exact pools of the
+    measured users are computed after the timing), and peak extra memory. ``--pools`` names the pools:
+    ``dissimilar`` (the paper's, k lowest cosines) and ``band`` (BPR_DNS's: ranks 51-150 of the highest).
+
+Embeddings: ``--spectrum 0`` draws isotropic Gaussian tables, the worst case for any vector index (no
+structure at all; trained tables are far from it); ``--spectrum A`` (default 1.55) draws them with the
+variance of direction j proportional to j^-A in a random rotation, users and items alike. 1.55 is the
+power-law fit of the singular values of a BPR_DNS item table trained on gowalla (``--fit CHECKPOINT``
+prints the fit of a RecBole checkpoint's item table).
+
 ``--max-users`` caps the users measured (the first ones; their exclusion rows): the time per user is
 measured on them and the full refresh time extrapolated from it (printed with ``~``). Default: every
 user on CUDA; on the CPU every user up to 1e5 items and 2000 users above (1e5 x 1e6 takes ~20 min
@@ -42,6 +54,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from recbole_dns.defaults import default  # noqa: E402
 from recbole_dns.dns import REFRESH_DTYPES, DNSPool, chunk_size_for  # noqa: E402
 
 
@@ -65,12 +78,19 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def synthetic(n_users: int, n_items: int, d: int, per_user: int, device: torch.device, seed: int = 0):
-    """Random ``[n_users, d]`` / ``[n_items, d]`` tables and a CSR exclusion matrix: ``per_user`` random
-    items per user (duplicates merged) plus RecBole's padding item 0."""
+def synthetic(n_users: int, n_items: int, d: int, per_user: int, device: torch.device, seed: int = 0,
+              spectrum: float = 0.0):
+    """Random ``[n_users, d]`` / ``[n_items, d]`` tables (isotropic, or with variance ``j^-spectrum`` along
+    direction j of a random rotation) and a CSR exclusion matrix: ``per_user`` random items per user
+    (duplicates merged) plus RecBole's padding item 0."""
     gen = torch.Generator().manual_seed(seed)
-    users = torch.randn(n_users, d, generator=gen).to(device)
-    items = torch.randn(n_items, d, generator=gen).to(device)
+    users = torch.randn(n_users, d, generator=gen)
+    items = torch.randn(n_items, d, generator=gen)
+    if spectrum:
+        scale = torch.arange(1, d + 1, dtype=torch.float32) ** (-spectrum / 2)
+        rotation = torch.linalg.qr(torch.randn(d, d, generator=gen))[0]
+        users, items = (users * scale) @ rotation, (items * scale) @ rotation
+    users, items = users.to(device), items.to(device)
     rng = np.random.default_rng(seed)
     rows = np.repeat(np.arange(n_users, dtype=np.int64), per_user + 1)
     cols = rng.integers(1, n_items, size=(n_users, per_user + 1))
@@ -106,9 +126,9 @@ def child(spec: dict) -> dict:
     """One size and bound, in a fresh process (so that the memory peak is the refresh's)."""
     device = torch.device(spec["device"])
     n_users, n_items, measured = spec["users"], spec["items"], spec["measured"]
-    users, items, exclude = synthetic(measured, n_items, spec["d"], spec["per_user"], device)
+    users, items, exclude = synthetic(measured, n_items, spec["d"], spec["per_user"], device, spectrum=spec["spectrum"])
     k, mb = spec["k"], spec["refresh_mb"]
-    pool = DNSPool(exclude, n=1, k=k, sampler="dissimilar", memory_mb=mb)
+    pool = DNSPool(exclude, n=1, k=k, sampler="dissimilar", memory_mb=mb, index="exact")
     chunk = chunk_size_for(n_items, mb)
 
     def refresh(p: DNSPool = pool) -> torch.Tensor:
@@ -158,12 +178,51 @@ def child(spec: dict) -> dict:
     for name in spec["dtypes"]:
         if name == "float32":
             continue
-        half = DNSPool(exclude, n=1, k=k, sampler="dissimilar", memory_mb=mb, dtype=name)
+        half = DNSPool(exclude, n=1, k=k, sampler="dissimilar", memory_mb=mb, dtype=name, index="exact")
         seconds, got = _timed(lambda: refresh(half), device)
         share, same = overlap(got, reference)
         res["dtypes"][name] = {"refresh_s": seconds, "per_user_ms": seconds / measured * 1e3,
                                "overlap": share, "identical_rows": same}
     return res
+
+
+#: --pools: name -> (sampler, skip)
+POOLS = {"dissimilar": ("dissimilar", 0), "band": ("similar", 50)}
+
+
+def child_index(spec: dict) -> dict:
+    """(4): one pool through the index for every user, then its recall of the exact pool on the measured users."""
+    from recbole_dns.dns.index import build_ivf, n_lists
+
+    device = torch.device(spec["device"])
+    n_users, n_items, measured, k = spec["users"], spec["items"], spec["measured"], spec["k"]
+    users, items, exclude = synthetic(n_users, n_items, spec["d"], spec["per_user"], device, spectrum=spec["spectrum"])
+    sampler, skip = POOLS[spec["pool"]]
+    pool = DNSPool(exclude, n=1, k=k, sampler=sampler, memory_mb=spec["refresh_mb"], skip=skip, index="ivf",
+                   nprobe=spec["nprobe"])
+    Path("/proc/self/clear_refs").write_text("5")
+    before = _status_kib("VmHWM")
+    seconds, _ = _timed(lambda: pool.refresh(users, items, 0), device)
+    extra = (_status_kib("VmHWM") - before) * 1024
+    got = pool.pool[:measured]
+    build_s, _ = _timed(lambda: build_ivf(F.normalize(items.float(), dim=1).cpu().numpy()), device)
+    exact = DNSPool(exclude[:measured], n=1, k=k, sampler=sampler, skip=skip, index="exact")
+    exact_s, _ = _timed(lambda: exact.refresh(users[:measured], items, 0), device)
+    recall = float((got.unsqueeze(2) == exact.pool.unsqueeze(1)).any(2).float().mean())
+    return {"users": n_users, "items": n_items, "measured_users": measured, "pool": spec["pool"], "k": k,
+            "nprobe": spec["nprobe"], "nlist": n_lists(n_items), "refresh_s": seconds, "build_s": build_s,
+            "exact_full_s": exact_s / measured * n_users, "recall": recall, "extra_mib": extra / 2**20}
+
+
+def fit_spectrum(path: str) -> None:
+    """Print the power-law exponent of the singular values (squared) of a checkpoint's item table."""
+    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    name = next(key for key in state if key.startswith("item") and key.endswith("weight"))
+    energy = torch.linalg.svdvals(state[name][1:].float()) ** 2
+    j = torch.arange(1, energy.numel() + 1, dtype=torch.float64)
+    top = min(40, energy.numel())
+    slope = np.polyfit(np.log(j[:top].numpy()), np.log(energy[:top].double().numpy()), 1)[0]
+    print(f"{name} {tuple(state[name].shape)}: variance of direction j ~ j^-{-slope:.2f} (fit on the first {top})")
 
 
 def main() -> None:
@@ -179,12 +238,24 @@ def main() -> None:
     parser.add_argument("--max-users", dest="max_users", type=int, default=None,
                         help="users measured per size (default: all on CUDA; CPU: all up to 1e5 items, else 2000)")
     parser.add_argument("--reps", type=int, default=1, help="alternated refresh/floor repetitions")
+    parser.add_argument("--spectrum", type=float, default=1.55, help="0: isotropic tables; A: variance j^-A")
+    parser.add_argument("--index", nargs="*", default=None, choices=["ivf"],
+                        help="index(es) against the exact refresh (default: ivf on the CPU, none on CUDA)")
+    parser.add_argument("--pools", nargs="+", default=list(POOLS), choices=list(POOLS))
+    parser.add_argument("--nprobe", type=int, nargs="+", default=None, help="dns_index_nprobe (default: the package's)")
+    parser.add_argument("--fit", default=None, help="print the spectrum fit of a checkpoint's item table and exit")
     parser.add_argument("--json", default=None, help="also write the results to this file")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(json.loads(args.child))))
+        spec = json.loads(args.child)
+        print(json.dumps(child_index(spec) if "pool" in spec else child(spec)))
         return
+    if args.fit:
+        fit_spectrum(args.fit)
+        return
+    indexes = args.index if args.index is not None else (["ivf"] if args.device == "cpu" else [])
+    nprobes = args.nprobe or [default("dns_index_nprobe")]
     dtypes = args.dtypes or (list(REFRESH_DTYPES) if args.device == "cuda" else ["float32"])
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     results = []
@@ -196,17 +267,37 @@ def main() -> None:
             measured = n_users if args.device == "cuda" or n_items <= 100_000 else min(n_users, 2000)
         for mb in args.refresh_mb:
             spec = {"device": args.device, "users": n_users, "items": n_items, "measured": measured, "d": args.d,
-                    "k": args.k, "per_user": args.per_user, "refresh_mb": mb, "reps": args.reps, "dtypes": dtypes}
-            proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True)
-            if proc.returncode != 0:
-                sys.exit(f"bench_refresh: the {size} child failed:\n{proc.stderr[-3000:]}")
-            res = json.loads(proc.stdout.strip().splitlines()[-1])
+                    "k": args.k, "per_user": args.per_user, "refresh_mb": mb, "reps": args.reps, "dtypes": dtypes,
+                    "spectrum": args.spectrum}
+            res = _run_child(spec, size)
             results.append(res)
             _print_row(res, args)
+            for index in indexes:
+                for name in args.pools:
+                    for nprobe in nprobes:
+                        res = _run_child({**spec, "index": index, "pool": name, "nprobe": nprobe}, size)
+                        results.append(res)
+                        _print_index_row(res)
     if args.json:
         Path(args.json).write_text(json.dumps({"device": device_name, "torch": torch.__version__, "results": results}, indent=1))
     print(f"\n({device_name}, torch {torch.__version__}; d={args.d}, k={args.k}, {args.per_user} excluded items per user; "
+          f"tables: {'isotropic' if not args.spectrum else f'spectrum j^-{args.spectrum}'}; "
           "~ = extrapolated from the measured users' time per user)")
+
+
+def _run_child(spec: dict, size: str) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"bench_refresh: the {size} child failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _print_index_row(r: dict) -> None:
+    speed = r["exact_full_s"] / r["refresh_s"]
+    print(f"    ivf ({r['pool']} pool, nprobe {r['nprobe']} of {r['nlist']} lists): refresh {r['refresh_s']:.1f} s "
+          f"for all {r['users']} users (index build {r['build_s']:.1f} s) = {speed:.1f}x faster than exact "
+          f"(~{r['exact_full_s']:.0f} s); recall of the exact pool {r['recall']:.3f} ({r['measured_users']} "
+          f"users); peak extra memory {r['extra_mib']:.0f} MiB", flush=True)
 
 
 def _print_row(r: dict, args) -> None:

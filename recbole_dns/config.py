@@ -14,7 +14,7 @@ from recbole.config import Config as RecBoleConfig
 
 from recbole_dns import models
 from recbole_dns.defaults import PAPER_PRESET, PROPERTIES, preset_file, presets
-from recbole_dns.dns import DRAWS, PREDICTIONS, REFRESH_DTYPES, SAMPLERS, SIMILARITIES
+from recbole_dns.dns import DRAWS, INDEXES, PREDICTIONS, REFRESH_DTYPES, SAMPLERS, SIMILARITIES
 from recbole_dns.errors import ConfigError
 from recbole_dns.negatives import HARD_NEGATIVES, with_hard_negatives
 from recbole_dns.parallel import init_process_group
@@ -49,6 +49,8 @@ KEYS: dict[str, tuple[Any, str]] = {
     "dns_sampler": (lambda v: v in SAMPLERS, " | ".join(SAMPLERS)),
     "dns_refresh_mb": (lambda v: _is_number(v) and v > 0, "a number > 0 (MiB)"),
     "dns_refresh_dtype": (lambda v: v in REFRESH_DTYPES, " | ".join(REFRESH_DTYPES)),
+    "dns_index": (lambda v: v in INDEXES, " | ".join(INDEXES)),
+    "dns_index_nprobe": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "dist_timeout": (lambda v: _is_number(v) and v > 0, "a number > 0 (seconds)"),
     "dns_negs": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "dns_candidates": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),

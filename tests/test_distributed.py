@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 
 from recbole_dns import DNSPool, build_pool, load_data_and_model
+from recbole_dns.dns import index_pool
 from recbole_dns.errors import DistributedError
 from recbole_dns.launcher import free_port, report_errors, spawn
 from recbole_dns.parallel import shard_bounds
@@ -115,10 +116,14 @@ def _train_two_models(rank, nproc, port, queue):
             with torch.no_grad():
                 users, items = m.dns_tables()
             m.dns_pool.refresh(users, items, 2)
+            refreshed = m.dns_pool.pool.clone()
+            m.dns_pool.index = "ivf"  # the same refresh through the index: each rank queries its users
+            m.dns_pool.refresh(users, items, 3)
             params = torch.cat([p.detach().flatten() for p in m.parameters()])
             out[model] = {
                 "trained_pools": _gather(trained_pool),
-                "refreshed_pools": _gather(m.dns_pool.pool),
+                "refreshed_pools": _gather(refreshed),
+                "ivf_pools": _gather(m.dns_pool.pool),
                 "params": _gather(params),
                 "users": users.detach().numpy(), "items": items.detach().numpy(), "exclude": m.dns_pool.exclude,
                 "checkpoint": os.path.abspath(trainer.saved_model_file),
@@ -148,6 +153,10 @@ def test_two_processes_agree_on_pool_and_weights(two_process_run, model):
     # the sharded refresh equals a one-process build from the same tables
     single = build_pool(torch.from_numpy(run["users"]), torch.from_numpy(run["items"]), run["exclude"], 50)
     assert np.array_equal(run["refreshed_pools"][0], single.numpy())
+    # through the index too: the ranks' gathered shards are the one-process index pool
+    assert np.array_equal(run["ivf_pools"][0], run["ivf_pools"][1])
+    single_ivf = index_pool(torch.from_numpy(run["users"]), torch.from_numpy(run["items"]), run["exclude"], 50)
+    assert np.array_equal(run["ivf_pools"][0], single_ivf.numpy())
     assert set(run["test_result"]) >= {"ndcg@10", "recall@10"} and run["test_result"]["ndcg@10"] > 0
 
 

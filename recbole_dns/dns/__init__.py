@@ -1,7 +1,8 @@
-"""The Dynamic Negative Sampling mechanism, model-agnostic (Section 3.3 of the paper), in four parts:
+"""The Dynamic Negative Sampling mechanism, model-agnostic (Section 3.3 of the paper), in five parts:
 
 * :mod:`~recbole_dns.dns.kernel` - :func:`build_pool`, Eq. 4: for every user, the ``k`` allowed items with
   the lowest cosine similarity (or the highest, or ``k`` random ones, for the paper's RQ1 samplers);
+* :mod:`~recbole_dns.dns.index` - :func:`index_pool`, the same pool through a vector index (``dns_index``);
 * :mod:`~recbole_dns.dns.loss` - :func:`dns_loss`, Eq. 5: ``-log f(u,i+) / (f(u,i-) + f(u,i'-) + f(u,i+))``,
   ``f = exp(cos/tau)``;
 * :mod:`~recbole_dns.dns.pool` - :class:`DNSPool`: the pool, its schedule (refresh at epochs ``w``, ``w+n``,
@@ -10,14 +11,15 @@
   the variant says only how to get its embedding tables and its own extra losses.
 """
 
+from recbole_dns.dns.index import INDEXES, index_pool, resolve_index
 from recbole_dns.dns.kernel import REFRESH_DTYPES, SAMPLERS, ExclusionRows, build_pool, chunk_size_for, sample_distinct
 from recbole_dns.dns.loss import SIMILARITIES, cosine, dns_logits, dns_loss, loss_from_logits, stacked_dns_loss
 from recbole_dns.dns.model import PREDICTIONS, DNSBatch, DNSModel
 from recbole_dns.dns.pool import DRAWS, DNSPool
 
 __all__ = [
-    "SAMPLERS", "REFRESH_DTYPES", "SIMILARITIES", "DRAWS", "PREDICTIONS",
-    "ExclusionRows", "build_pool", "chunk_size_for", "sample_distinct",
+    "SAMPLERS", "REFRESH_DTYPES", "SIMILARITIES", "DRAWS", "PREDICTIONS", "INDEXES",
+    "ExclusionRows", "build_pool", "chunk_size_for", "sample_distinct", "index_pool", "resolve_index",
     "cosine", "dns_logits", "dns_loss", "loss_from_logits", "stacked_dns_loss",
     "DNSPool", "DNSBatch", "DNSModel",
 ]

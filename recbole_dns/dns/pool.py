@@ -10,6 +10,7 @@ import scipy.sparse as sp
 import torch
 
 from recbole_dns.defaults import default
+from recbole_dns.dns.index import index_pool, resolve_index
 from recbole_dns.dns.kernel import REFRESH_DTYPES, ExclusionRows, build_pool, chunk_size_for
 from recbole_dns.errors import ConfigError
 from recbole_dns.parallel import all_gather_rows, rank_and_world, shard_bounds, shared_seed
@@ -46,6 +47,8 @@ class DNSPool:
         skip: int = 0,
         start: int = 0,
         draw: str = "batch",
+        index: str = "auto",
+        nprobe: int | None = None,
     ) -> None:
         if draw not in DRAWS:
             raise ValueError(f"draw must be one of {', '.join(DRAWS)}; got {draw!r}")
@@ -57,6 +60,10 @@ class DNSPool:
         self._rows: ExclusionRows | None = None  # the exclusion rows of this process's shard, on its device
         self._rows_key: tuple | None = None
         self.skip, self.start, self.draw = int(skip), int(start), draw
+        self.index = index
+        resolve_index(index, self.exclude.shape[1], "cpu", sampler)  # checks the name
+        self.nprobe = int(default("dns_index_nprobe") if nprobe is None else nprobe)
+        self.index_used: str | None = None  # what the last refresh used: exact or ivf
         self.pool: torch.Tensor | None = None
         self.perm: torch.Tensor | None = None  # draw="instance": each user's order of its pool row
         self.built_at: int = -1
@@ -66,7 +73,7 @@ class DNSPool:
         self._indptr: torch.Tensor | None = None
 
     @classmethod
-    def from_dataset(cls, dataset: Any, config: Any) -> "DNSPool":
+    def from_dataset(cls, dataset: Any, config: Any) -> DNSPool:
         """Pool over a RecBole training dataset: training positives and padding item 0 are excluded.
 
         Raises:
@@ -85,7 +92,8 @@ class DNSPool:
             )
         return cls(exclusion_matrix(dataset), config["dns_n"], config["dns_k"], config["dns_sampler"],
                    config["dns_refresh_mb"], config["dns_refresh_dtype"], skip=config["dns_skip"],
-                   start=config["dns_warmup"], draw=config["dns_draw"])
+                   start=config["dns_warmup"], draw=config["dns_draw"], index=config["dns_index"],
+                   nprobe=config["dns_index_nprobe"])
 
     @property
     def n_users(self) -> int:
@@ -108,8 +116,13 @@ class DNSPool:
     ) -> torch.LongTensor:
         """The pool rows of the users ``rank`` owns among ``world_size`` ranks
         (:func:`~recbole_dns.parallel.shard_bounds`): :func:`build_pool` on those users' embeddings
-        and exclusion rows, chunked to ``memory_mb``."""
+        and exclusion rows, chunked to ``memory_mb``, or :func:`~recbole_dns.dns.index.index_pool` when
+        ``index`` resolves to an index (every rank builds it over all items and queries its own users)."""
         start, end = shard_bounds(self.n_users, world_size, rank)
+        self.index_used = resolve_index(self.index, item_emb.shape[0], item_emb.device, self.sampler)
+        if self.index_used != "exact":
+            return index_pool(user_emb.detach()[start:end], item_emb.detach(), self.exclude[start:end], self.k,
+                              self.sampler, self.skip, self.nprobe, self.memory_mb)
         chunk = chunk_size_for(item_emb.shape[0], self.memory_mb)
         key = (str(item_emb.device), start, end)
         if self._rows_key != key:  # converted once per shard and device, not at every refresh

@@ -87,10 +87,12 @@ def get_model(name: str) -> type:
     """
     if not isinstance(name, str) or not name:
         raise ConfigError(f"model must be a model name (str); got {name!r}")
-    if name in REGISTERED:
-        return REGISTERED[name]
-    if name in PACKAGE_MODELS:
-        return PACKAGE_MODELS[name]
+    cls = REGISTERED.get(name) or PACKAGE_MODELS.get(name)
+    if cls is not None:
+        # a subclass of one of RecBole's own models (a user's NGCF_DNS) builds what its base builds
+        if any(c.__module__.startswith("recbole.model.") and c.__module__.count(".") > 2 for c in cls.__mro__):
+            restore_dok_update()
+        return cls
     builtin = recbole_models()
     if name in builtin:
         restore_dok_update()  # RecBole's NGCF, NCL, GCMC and SpectralCF on SciPy >= 1.13
