@@ -89,3 +89,29 @@ def test_l2_loss_is_recboles_embloss_per_instance(require_pow):
     negs = torch.randn(8 * 5, 4, generator=g)
     expected = ((u**2).sum() + (negs**2).sum()) / 2 / 8 if require_pow else (u.norm() + negs.norm()) / 8
     assert l2_loss(u, negs, require_pow=require_pow).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("require_pow", [False, True])
+@pytest.mark.parametrize("keep_static", [True, False])
+@pytest.mark.parametrize("l2_dns_neg", [True, False])
+@pytest.mark.parametrize("m", [1, 3])
+def test_batch_l2_in_one_reduction_equals_l2_loss_of_the_slices(require_pow, keep_static, l2_dns_neg, m):
+    from recbole_dns.dns import DNSBatch
+    from recbole_dns.losses import l2_loss
+
+    g = torch.Generator().manual_seed(m)
+    s = int(keep_static)
+    user_e = torch.randn(5, 4, generator=g, requires_grad=True)
+    items_e = torch.randn(1 + s + m, 5, 4, generator=g, requires_grad=True)
+    dns_e = items_e[1 + s :].transpose(0, 1)
+    neg_e = items_e[1] if keep_static else torch.randn(5, 4, generator=g)
+    ids = torch.zeros(5, dtype=torch.long)
+    batch = DNSBatch(None, ids, ids, ids, ids, user_e, items_e[0], neg_e, dns_e[:, 0] if m == 1 else dns_e,
+                     keep_static=keep_static, l2_dns_neg=l2_dns_neg, items_e=items_e)
+    got = batch.l2(require_pow)
+    want = l2_loss(user_e, *batch.item_embeddings(), require_pow=require_pow)  # slice by slice
+    assert torch.allclose(got, want, rtol=1e-6)
+    got_grads = torch.autograd.grad(got, (user_e, items_e))
+    want_grads = torch.autograd.grad(want, (user_e, items_e))
+    for a, b in zip(got_grads, want_grads):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from recbole_dns.dns.loss import dns_logits, loss_from_logits
 from recbole_dns.dns.pool import DNSPool
+from recbole_dns.losses import l2_loss
 
 #: ``dns_predict``: the base model's prediction, or the cosine of the tables
 PREDICTIONS = ("model", "cosine")
@@ -38,6 +39,8 @@ class DNSBatch:
     logits: torch.Tensor | None = None
     keep_static: bool = True
     l2_dns_neg: bool = True
+    #: ``[K, B, d]``: the loss's item embeddings stacked (positive, static negative when kept, contrastive ones)
+    items_e: torch.Tensor | None = None
 
     def item_ids(self) -> list[torch.Tensor]:
         """The item columns a variant's L2 term covers: positive, static negative (if in the loss),
@@ -48,6 +51,23 @@ class DNSBatch:
     def item_embeddings(self) -> list[torch.Tensor]:
         """The embeddings of :meth:`item_ids`, as the loss used them."""
         return [self.pos_e] + ([self.neg_e] if self.keep_static else []) + ([self.dns_neg_e] if self.l2_dns_neg else [])
+
+    def l2(self, require_pow: bool = False) -> torch.Tensor:
+        """:func:`~recbole_dns.losses.l2_loss` of the user and :meth:`item_embeddings` (the contrastive
+        negatives one tensor), in one reduction over the stacked items: their slices' backward would
+        allocate and fill a full-size gradient each."""
+        if self.items_e is None:
+            return l2_loss(self.user_e, *self.item_embeddings(), require_pow=require_pow)
+        s = 1 if self.keep_static else 0
+        if require_pow:
+            sq = self.items_e.pow(2).sum((1, 2))
+            total = self.user_e.pow(2).sum() + sq[: 1 + s].sum() + (sq[1 + s :].sum() if self.l2_dns_neg else 0)
+            return total / 2 / self.user_e.shape[0]
+        norms = torch.linalg.vector_norm(self.items_e, dim=(1, 2))
+        total = torch.linalg.vector_norm(self.user_e) + norms[: 1 + s].sum()
+        if self.l2_dns_neg:
+            total = total + torch.linalg.vector_norm(norms[1 + s :])  # [B, m, d] is one tensor
+        return total / self.user_e.shape[0]
 
 
 class DNSModel:
@@ -168,7 +188,7 @@ class DNSModel:
         batch = DNSBatch(
             interaction, users, item_ids[0], neg_ids, dns_neg[:, 0] if single else dns_neg,
             user_e, candidates[0], candidates[1] if s else F.embedding(neg_ids, item_table).detach(),
-            dns_e[:, 0] if single else dns_e, logits.detach(), self.dns_keep_static, self.dns_l2_dns_neg,
+            dns_e[:, 0] if single else dns_e, logits.detach(), self.dns_keep_static, self.dns_l2_dns_neg, candidates,
         )
         for observe in self.dns_observers:
             observe(batch)

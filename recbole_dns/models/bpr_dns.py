@@ -32,4 +32,4 @@ class BPR_DNS(DNSModel, BPR):
     def extra_losses(self, batch: DNSBatch):
         if not self.reg_weight:
             return ()
-        return (self.l2_loss(batch.user_e, *batch.item_embeddings()),)
+        return (self.reg_weight * batch.l2(self.require_pow),)
