@@ -205,7 +205,7 @@ def child_index(spec: dict) -> dict:
     seconds, _ = _timed(lambda: pool.refresh(users, items, 0), device)
     extra = (_status_kib("VmHWM") - before) * 1024
     got = pool.pool[:measured]
-    build_s, _ = _timed(lambda: build_ivf(F.normalize(items.float(), dim=1).cpu().numpy()), device)
+    build_s, _ = _timed(lambda: build_ivf(F.normalize(items.float(), dim=1)), device)
     exact = DNSPool(exclude[:measured], n=1, k=k, sampler=sampler, skip=skip, index="exact")
     exact_s, _ = _timed(lambda: exact.refresh(users[:measured], items, 0), device)
     recall = float((got.unsqueeze(2) == exact.pool.unsqueeze(1)).any(2).float().mean())

@@ -1,14 +1,22 @@
 """Pools through a vector index (``dns_index``): the ``similar`` and ``dissimilar`` pools are nearest-neighbour
-queries (the user, or the negated user, against the normalised item table), which an inverted-file index
-(faiss's ``IndexIVFFlat``, inner product) answers by scanning ``nprobe`` of its ``nlist`` lists instead of every
-item. The index is built from the item table at every refresh; the users are queried in groups that fetch
-enough neighbours to drop their excluded items and cut the band (ranks ``skip .. skip + k - 1`` of the
-allowed ones); a user for whom the index returns too few allowed items gets the exact pool (:func:`build_pool`).
+queries (the user, or the negated user, against the normalised item table), which an inverted-file (IVF) index
+answers by scanning ``nprobe`` of its ``nlist`` lists of items instead of every item.
+
+The lists are k-means clusters of the normalised item table (faiss's ``Kmeans``, spherical), rebuilt at every
+refresh. The search is list-major, in torch: a chunk of users picks its ``nprobe`` nearest centroids; a first
+pass over each user's four nearest lists gives a score that its ``skip + k``-th allowed item must reach; then
+every list scores all the users that probe it in one matrix product, masks their excluded items and keeps the
+items at or above each user's threshold; one sort per chunk ranks each user's kept items and cuts the band
+``skip .. skip + k - 1``. Scanning each list once for all its users turns the per-user heap walk of a classic
+IVF search into dense products (faiss's own ``IndexIVFFlat.search`` took 2.2x longer at 1e5 x 1e6 for the same
+pools, docs/benchmarks.md). A user whose probed lists hold fewer than ``skip + k`` allowed items gets the exact
+pool (:func:`build_pool`).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -21,10 +29,13 @@ from recbole_dns.dns.kernel import build_pool
 INDEXES = ("auto", "exact", "ivf")
 
 #: ``auto`` uses the index on the CPU from this many items on (benchmarks/bench_refresh.py, docs/configuration.md)
-AUTO_MIN_ITEMS = 200_000
+AUTO_MIN_ITEMS = 100_000
 
 #: k-means training points per list (faiss warns below 39)
 _TRAIN_PER_LIST = 40
+
+#: bytes per kept result in a chunk of users: score and position, their gathered copy and the final top-k
+_RESULT_BYTES = 24
 
 
 def resolve_index(kind: str, n_items: int, device: torch.device | str, sampler: str) -> str:
@@ -41,34 +52,83 @@ def resolve_index(kind: str, n_items: int, device: torch.device | str, sampler: 
 
 
 def n_lists(n_items: int) -> int:
-    """The index's lists: ``sqrt(n_items)``, at most ``n_items / 40`` (k-means needs points per list). At 1e6
-    items, 4000 lists take ~60 s of k-means on 2 cores against ~5 s for 1000 (benchmarks/bench_refresh.py)."""
+    """The index's lists: ``sqrt(n_items)``, at most ``n_items / 40`` (k-means needs points per list)."""
     return max(1, min(int(round(math.sqrt(n_items))), n_items // _TRAIN_PER_LIST))
 
 
-def build_ivf(item_n: np.ndarray, seed: int = 0):
-    """An ``IndexIVFFlat`` (inner product) over the rows of ``item_n`` ``[n, d]`` (float32, C order), its
-    k-means trained on ``40 nlist`` rows drawn with ``seed``."""
+@dataclass
+class IVFLists:
+    """An inverted file over ``n`` normalised items: ``centroids [nlist, d]``, ``items [n, d]`` (the normalised
+    rows sorted by list), ``ids [n]`` (their item ids) and ``offsets`` (host, ``nlist + 1``: list ``l`` is rows
+    ``offsets[l] .. offsets[l + 1] - 1``); ``list_of``/``row_of`` ``[n]`` give each item id's list and row."""
+
+    centroids: torch.Tensor
+    items: torch.Tensor
+    ids: torch.Tensor
+    offsets: np.ndarray
+    list_of: torch.Tensor
+    row_of: torch.Tensor
+
+    @property
+    def nlist(self) -> int:
+        return self.centroids.shape[0]
+
+
+def build_ivf(item_n: torch.Tensor, seed: int = 0, memory_mb: float = 256.0) -> IVFLists:
+    """The lists of the normalised rows ``item_n [n, d]``: spherical k-means (faiss, 10 iterations) on
+    ``40 nlist`` rows drawn with ``seed``, then every row assigned to its nearest centroid (inner product)."""
     import faiss
 
     n, d = item_n.shape
     nlist = n_lists(n)
-    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
-    index.cp.seed = seed
-    train = item_n
+    host = np.ascontiguousarray(item_n.detach().float().cpu().numpy())
+    train = host
     if n > _TRAIN_PER_LIST * nlist:
-        rows = np.random.default_rng(seed).choice(n, _TRAIN_PER_LIST * nlist, replace=False)
-        train = item_n[np.sort(rows)]
-    index.train(train)
-    index.add(item_n)
-    return index
+        train = host[np.sort(np.random.default_rng(seed).choice(n, _TRAIN_PER_LIST * nlist, replace=False))]
+    kmeans = faiss.Kmeans(d, nlist, niter=10, seed=seed, spherical=True, max_points_per_centroid=_TRAIN_PER_LIST)
+    kmeans.train(train)
+    centroids = torch.from_numpy(kmeans.centroids).to(item_n.device)
+    step = max(1, int(memory_mb * 2**20) // (8 * nlist))
+    list_of = torch.cat([(item_n[s : s + step].float() @ centroids.t()).argmax(1) for s in range(0, n, step)])
+    ids = torch.argsort(list_of, stable=True)
+    row_of = torch.empty_like(ids)
+    row_of[ids] = torch.arange(n, device=ids.device)
+    offsets = np.zeros(nlist + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum(torch.bincount(list_of, minlength=nlist).cpu().numpy())
+    return IVFLists(centroids, item_n.float()[ids].contiguous(), ids, offsets, list_of, row_of)
 
 
-def _excluded(keys: torch.Tensor, rows: torch.Tensor, items: torch.Tensor, n_items: int) -> torch.Tensor:
-    """Whether each (row, item) is in the sorted ``row * n_items + item`` keys."""
-    query = rows.unsqueeze(1) * n_items + items
-    pos = torch.searchsorted(keys, query).clamp_(max=max(keys.numel() - 1, 0))
-    return keys[pos] == query if keys.numel() else torch.zeros_like(query, dtype=torch.bool)
+def _blocks(ivf: IVFLists, q: torch.Tensor, probe: torch.Tensor, ex_users: torch.Tensor, ex_items: torch.Tensor):
+    """For every list that some user of the chunk probes: ``(users, list's first row, scores [m, n_l])``, the
+    probing users' inner products with the list's items, excluded ``(ex_users, ex_items)`` pairs at ``-inf``."""
+    device, n_probe = q.device, probe.shape[1]
+    order = torch.argsort(probe.reshape(-1), stable=True)  # the (user, probe) pairs grouped by list
+    user_of = order // n_probe
+    starts = np.zeros(ivf.nlist + 1, dtype=np.int64)
+    starts[1:] = np.cumsum(torch.bincount(probe.reshape(-1), minlength=ivf.nlist).cpu().numpy())
+    # the excluded pairs in a probed list, as (position among the grouped pairs, row within the list)
+    slot = torch.full((probe.shape[0], ivf.nlist), -1, dtype=torch.int32, device=device)
+    slot.scatter_(1, probe, torch.arange(n_probe, dtype=torch.int32, device=device).expand_as(probe).contiguous())
+    lists = ivf.list_of[ex_items]
+    probed = slot[ex_users, lists]
+    keep = probed >= 0
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(order.numel(), device=device)
+    pos = rank[ex_users[keep] * n_probe + probed[keep].long()]
+    col = ivf.row_of[ex_items[keep]] - torch.as_tensor(ivf.offsets, device=device)[lists[keep]]
+    by_pos = torch.argsort(pos)
+    pos, col = pos[by_pos], col[by_pos]
+    bounds = torch.searchsorted(pos, torch.as_tensor(starts, device=device)).cpu().numpy()
+    for lst in np.flatnonzero(np.diff(starts)):
+        s, e, a, b = starts[lst], starts[lst + 1], int(ivf.offsets[lst]), int(ivf.offsets[lst + 1])
+        if b == a:
+            continue
+        users = user_of[s:e]
+        part = q[users] @ ivf.items[a:b].t()
+        x, y = bounds[lst], bounds[lst + 1]
+        if y > x:
+            part[pos[x:y] - s, col[x:y]] = -math.inf
+        yield users, a, part
 
 
 @torch.no_grad()
@@ -81,17 +141,16 @@ def index_pool(
     skip: int = 0,
     nprobe: int = 32,
     memory_mb: float = 256.0,
+    seed: int = 0,
 ) -> torch.LongTensor:
     """:func:`build_pool`'s ``similar``/``dissimilar`` pool through an IVF index: the same ``[n_users, k]``
     item ids (on the tables' device) up to the index's misses.
 
-    ``nprobe`` lists of ``nlist`` (:func:`n_lists`) are scanned per user; each user asks for the next power of
-    two above ``skip + k +`` its excluded items (so that the excluded ones can be dropped), in groups of at
-    most ``memory_mb`` MiB of results. Users with fewer than ``skip + k`` allowed items among the results
-    (few allowed items in all, or too few found) get :func:`build_pool`'s exact row.
+    ``nprobe`` of the ``nlist`` lists (:func:`n_lists`) are scanned per user, exactly: a first pass over each
+    user's four nearest lists gives a score that its ``skip + k``-th best is sure to reach, and the scan keeps
+    only the items at or above it. Users are taken in chunks that fit ``memory_mb`` MiB. Users with fewer than
+    ``skip + k`` allowed items in their probed lists get :func:`build_pool`'s exact row.
     """
-    import faiss
-
     if sampler not in ("similar", "dissimilar"):
         raise ValueError(f"the index serves the similar and dissimilar pools; got sampler {sampler!r}")
     n_users, n_items = user_emb.shape[0], item_emb.shape[0]
@@ -99,48 +158,62 @@ def index_pool(
     if exclude.shape != (n_users, n_items):
         raise ValueError(f"exclude must have shape {(n_users, n_items)}; got {exclude.shape}")
     exclude.sum_duplicates()
-    exclude.sort_indices()
     device = user_emb.device
     kk = min(k + skip, n_items)
-    item_n = np.ascontiguousarray(F.normalize(item_emb.detach().float(), dim=1).cpu().numpy())
-    query = F.normalize(user_emb.detach().float(), dim=1).cpu()
+    ivf = build_ivf(F.normalize(item_emb.detach().float(), dim=1), seed, memory_mb)
+    query = F.normalize(user_emb.detach().float(), dim=1)
     if sampler == "dissimilar":
         query = -query  # lowest cosine = highest inner product with the negated user
-    query = query.numpy()
-    threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(torch.get_num_threads())
-    try:
-        index = build_ivf(item_n)
-        index.nprobe = min(int(nprobe), index.nlist)
-        counts = np.diff(exclude.indptr)
-        keys = torch.as_tensor(np.repeat(np.arange(n_users, dtype=np.int64), counts) * n_items + exclude.indices)
-        fetch = np.minimum(kk + counts, n_items)
-        bucket = np.minimum(2 ** np.ceil(np.log2(np.maximum(fetch, 1))).astype(np.int64), n_items)
-        pool = torch.empty((n_users, k), dtype=torch.long)
-        exact_rows = []
-        for size in np.unique(bucket):
-            users = np.flatnonzero(bucket == size)
-            # ids and scores from faiss (12 bytes a result) and the masks, keys and ranks below (~40 more)
-            per_chunk = max(1, int(memory_mb * 2**20) // (52 * int(size)))
-            for start in range(0, len(users), per_chunk):
-                rows = users[start : start + per_chunk]
-                _, found = index.search(query[rows], int(size))
-                found = torch.from_numpy(found)
-                rows_t = torch.from_numpy(rows)
-                ok = (found >= 0) & ~_excluded(keys, rows_t, found.clamp(min=0), n_items)
-                rank = ok.cumsum(1) - 1
-                full = ok.sum(1) >= kk
-                take = ok & (rank >= skip) & (rank < kk) & full.unsqueeze(1)
-                pool[rows_t[full]] = found[take].view(-1, k)
-                exact_rows.append(rows[~full.numpy()])
-                del found, ok, rank, take
-    finally:
-        faiss.omp_set_num_threads(threads)
-    missing = np.concatenate(exact_rows) if exact_rows else np.empty(0, dtype=np.int64)
+    n_probe = min(int(nprobe), ivf.nlist)
+    n_first = min(4, n_probe)
+    indptr = exclude.indptr.astype(np.int64)
+    indices = torch.as_tensor(exclude.indices.astype(np.int64), device=device)
+    # a user of a chunk takes its centroid scores and probe slots (8 bytes a list), and its kept (user, score,
+    # row) triples with their sort (~2 (skip + k) of them, ~50 bytes each; benchmarks/bench_refresh.py)
+    per_chunk = max(1, int(memory_mb * 2**20) // (16 * ivf.nlist + 128 * kk))
+    pool = torch.empty((n_users, k), dtype=torch.long, device=device)
+    missing = []
+    for start in range(0, n_users, per_chunk):
+        end = min(start + per_chunk, n_users)
+        n = end - start
+        q = query[start:end]
+        probe = torch.topk(q @ ivf.centroids.t(), n_probe, dim=1).indices  # [n, P], nearest list first
+        ex_users = torch.repeat_interleave(torch.arange(n, device=device),
+                                           torch.as_tensor(np.diff(indptr[start : end + 1]), device=device))
+        ex_items = indices[indptr[start] : indptr[end]]
+        # the threshold: the kk-th best allowed score in the user's n_first nearest lists (none if fewer)
+        first = torch.full((n, n_first * kk), -math.inf, device=device)
+        fill = torch.zeros(n, dtype=torch.long, device=device)
+        for users, _, part in _blocks(ivf, q, probe[:, :n_first], ex_users, ex_items):
+            t = min(kk, part.shape[1])
+            cols = fill[users].unsqueeze(1) + torch.arange(t, device=device)
+            first[users.unsqueeze(1), cols] = part.topk(t, dim=1, sorted=False).values
+            fill[users] += t
+        # (never below the lowest float: excluded items, at -inf, never pass)
+        tau = first.topk(kk, dim=1).values[:, -1].clamp(min=torch.finfo(first.dtype).min)
+        del first
+        # the scan: every probed list's items at or above the user's threshold
+        kept_users, kept_scores, kept_rows = [], [], []
+        for users, a, part in _blocks(ivf, q, probe, ex_users, ex_items):
+            r, c = torch.nonzero(part >= tau[users].unsqueeze(1), as_tuple=True)
+            kept_users.append(users[r])
+            kept_scores.append(part[r, c])
+            kept_rows.append(c + a)
+        users, scores, rows = torch.cat(kept_users), torch.cat(kept_scores), torch.cat(kept_rows)
+        del kept_users, kept_scores, kept_rows
+        # best first within each user, in one sort: user + (1 - score) / 4 orders by user, then by score
+        # (descending); exact in float64 (a float32 score in [-1, 1] needs 26 bits, a user id below 2^26 the rest)
+        by_user = torch.argsort(users.double() + (1.0 - scores.double()) / 4, stable=True)
+        users, rows = users[by_user], rows[by_user]
+        counts = torch.bincount(users, minlength=n)
+        first_of = torch.cumsum(counts, 0) - counts
+        place = torch.arange(users.numel(), device=device) - first_of[users]
+        full = counts >= kk
+        band = (place >= skip) & (place < kk) & full[users]
+        pool[start:end][full] = ivf.ids[rows[band]].view(-1, k)
+        missing.append(torch.nonzero(~full).flatten() + start)
+    missing = torch.cat(missing).cpu().numpy()
     if missing.size:
-        missing = np.sort(missing)
         idx = torch.as_tensor(missing, device=device)
-        pool[torch.from_numpy(missing)] = build_pool(
-            user_emb[idx], item_emb, exclude[missing], k, sampler, skip=skip
-        ).cpu()
-    return pool.to(device)
+        pool[idx] = build_pool(user_emb[idx], item_emb, exclude[missing], k, sampler, skip=skip)
+    return pool
