@@ -77,6 +77,17 @@ def test_ivf_with_few_lists_is_the_exact_band_among_the_probed_lists(sampler, sk
     assert n_lists(item.shape[0]) == 63 and n_lists(10**6) == 1000
 
 
+@pytest.mark.parametrize("sampler,skip", [("dissimilar", 0), ("similar", 3)])
+def test_a_catalogue_of_one_list_is_the_exact_pool(sampler, skip, capfd):
+    user, item, exclude = _clustered_case(n_users=12, n_items=30, d=4, per_user=5)
+    got = index_pool(user, item, exclude, 5, sampler, skip=skip, nprobe=1)
+    assert n_lists(30) == 1
+    ref = _brute_force_band(user, item, exclude, 5, skip, sampler == "similar")
+    assert got.sort(1).values.tolist() == sorted_rows(ref)
+    printed = capfd.readouterr()
+    assert "WARNING" not in printed.out + printed.err  # no clustering, so no complaint from faiss about few points
+
+
 def test_users_the_index_cannot_serve_get_the_exact_row():
     # user 0 may use 120 items only: fewer than skip + k = 150, so the band is cut as build_pool cuts it
     user, item, exclude = _clustered_case(n_users=20, n_items=2000)

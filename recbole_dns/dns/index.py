@@ -81,13 +81,15 @@ def build_ivf(item_n: torch.Tensor, seed: int = 0, memory_mb: float = 256.0) -> 
 
     n, d = item_n.shape
     nlist = n_lists(n)
-    host = np.ascontiguousarray(item_n.detach().float().cpu().numpy())
-    train = host
-    if n > _TRAIN_PER_LIST * nlist:
-        train = host[np.sort(np.random.default_rng(seed).choice(n, _TRAIN_PER_LIST * nlist, replace=False))]
-    kmeans = faiss.Kmeans(d, nlist, niter=10, seed=seed, spherical=True, max_points_per_centroid=_TRAIN_PER_LIST)
-    kmeans.train(train)
-    centroids = torch.from_numpy(kmeans.centroids).to(item_n.device)
+    if nlist == 1:  # fewer than 80 items: one list, no clustering
+        centroids = F.normalize(item_n.float().mean(0, keepdim=True), dim=1)
+    else:
+        train = np.ascontiguousarray(item_n.detach().float().cpu().numpy())
+        if n > _TRAIN_PER_LIST * nlist:
+            train = train[np.sort(np.random.default_rng(seed).choice(n, _TRAIN_PER_LIST * nlist, replace=False))]
+        kmeans = faiss.Kmeans(d, nlist, niter=10, seed=seed, spherical=True, max_points_per_centroid=_TRAIN_PER_LIST)
+        kmeans.train(train)
+        centroids = torch.from_numpy(kmeans.centroids).to(item_n.device)
     step = max(1, int(memory_mb * 2**20) // (8 * nlist))
     list_of = torch.cat([(item_n[s : s + step].float() @ centroids.t()).argmax(1) for s in range(0, n, step)])
     ids = torch.argsort(list_of, stable=True)
@@ -169,8 +171,9 @@ def index_pool(
     indptr = exclude.indptr.astype(np.int64)
     indices = torch.as_tensor(exclude.indices.astype(np.int64), device=device)
     # a user of a chunk takes its centroid scores and probe slots (8 bytes a list), and its kept (user, score,
-    # row) triples with their sort (~2 (skip + k) of them, ~50 bytes each; benchmarks/bench_refresh.py)
-    per_chunk = max(1, int(memory_mb * 2**20) // (16 * ivf.nlist + 128 * kk))
+    # row) triples with their sort and transients (~2 (skip + k) of them, ~96 bytes each: the peak extra memory
+    # of a chunk measured at 1e5 x 1e5 is then close to memory_mb; docs/benchmarks.md)
+    per_chunk = max(1, int(memory_mb * 2**20) // (16 * ivf.nlist + 192 * kk))
     pool = torch.empty((n_users, k), dtype=torch.long, device=device)
     missing = []
     for start in range(0, n_users, per_chunk):
