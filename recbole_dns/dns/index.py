@@ -90,8 +90,13 @@ def build_ivf(item_n: torch.Tensor, seed: int = 0, memory_mb: float = 256.0) -> 
         kmeans = faiss.Kmeans(d, nlist, niter=10, seed=seed, spherical=True, max_points_per_centroid=_TRAIN_PER_LIST)
         kmeans.train(train)
         centroids = torch.from_numpy(kmeans.centroids).to(item_n.device)
-    step = max(1, int(memory_mb * 2**20) // (8 * nlist))
-    list_of = torch.cat([(item_n[s : s + step].float() @ centroids.t()).argmax(1) for s in range(0, n, step)])
+    if item_n.device.type == "cpu" and nlist > 1:  # faiss's exhaustive search: 1.5x torch's product and argmax
+        flat = faiss.IndexFlatIP(d)
+        flat.add(np.ascontiguousarray(centroids.numpy()))
+        list_of = torch.from_numpy(flat.search(np.ascontiguousarray(item_n.detach().float().numpy()), 1)[1][:, 0])
+    else:
+        step = max(1, int(memory_mb * 2**20) // (8 * nlist))
+        list_of = torch.cat([(item_n[s : s + step].float() @ centroids.t()).argmax(1) for s in range(0, n, step)])
     ids = torch.argsort(list_of, stable=True)
     row_of = torch.empty_like(ids)
     row_of[ids] = torch.arange(n, device=ids.device)
