@@ -176,9 +176,9 @@ def index_pool(
     indptr = exclude.indptr.astype(np.int64)
     indices = torch.as_tensor(exclude.indices.astype(np.int64), device=device)
     # a user of a chunk takes its centroid scores and probe slots (8 bytes a list), and its kept (user, score,
-    # row) triples with their sort and transients (~2 (skip + k) of them, ~96 bytes each: the peak extra memory
-    # of a chunk measured at 1e5 x 1e5 is then close to memory_mb; docs/benchmarks.md)
-    per_chunk = max(1, int(memory_mb * 2**20) // (16 * ivf.nlist + 192 * kk))
+    # row) triples with their sort (~2 (skip + k) of them, ~64 bytes each); with transients a chunk's peak is
+    # ~1.3-1.8x memory_mb (measured at 1e5 x 1e5; smaller chunks cost ~10% more time; docs/benchmarks.md)
+    per_chunk = max(1, int(memory_mb * 2**20) // (16 * ivf.nlist + 128 * kk))
     pool = torch.empty((n_users, k), dtype=torch.long, device=device)
     missing = []
     for start in range(0, n_users, per_chunk):
