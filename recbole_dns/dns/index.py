@@ -34,9 +34,6 @@ AUTO_MIN_ITEMS = 100_000
 #: k-means training points per list (faiss warns below 39)
 _TRAIN_PER_LIST = 40
 
-#: bytes per kept result in a chunk of users: score and position, their gathered copy and the final top-k
-_RESULT_BYTES = 24
-
 
 def resolve_index(kind: str, n_items: int, device: torch.device | str, sampler: str) -> str:
     """``exact`` or ``ivf``: ``auto`` is the index for ``similar``/``dissimilar`` pools on the CPU from
