@@ -56,6 +56,7 @@ sys.path.insert(0, str(ROOT))
 
 from recbole_dns.defaults import default  # noqa: E402
 from recbole_dns.dns import REFRESH_DTYPES, DNSPool, chunk_size_for  # noqa: E402
+from recbole_dns.shims import cpu_mm  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -102,13 +103,14 @@ def synthetic(n_users: int, n_items: int, d: int, per_user: int, device: torch.d
 
 
 def floor(users: torch.Tensor, items: torch.Tensor, k: int, chunk: int, dtype: torch.dtype) -> None:
-    """The work a refresh cannot avoid: normalise, one product and one top-k per chunk, reused buffer."""
+    """The work a refresh cannot avoid: normalise, one product (the refresh's own, :func:`cpu_mm`) and one top-k
+    per chunk, reused buffer."""
     user_n = F.normalize(users.float(), dim=1).to(dtype)
     item_n_t = F.normalize(items.float(), dim=1).to(dtype).t()
     buffer = torch.empty((min(chunk, users.shape[0]), items.shape[0]), dtype=dtype, device=users.device)
     for start in range(0, users.shape[0], chunk):
         scores = buffer[: min(chunk, users.shape[0] - start)]
-        torch.mm(user_n[start : start + chunk], item_n_t, out=scores)
+        cpu_mm(user_n[start : start + chunk], item_n_t, out=scores)
         torch.topk(scores, k, dim=1, largest=False, sorted=True)
 
 

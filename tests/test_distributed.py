@@ -153,10 +153,12 @@ def test_two_processes_agree_on_pool_and_weights(two_process_run, model):
     # the sharded refresh equals a one-process build from the same tables
     single = build_pool(torch.from_numpy(run["users"]), torch.from_numpy(run["items"]), run["exclude"], 50)
     assert np.array_equal(run["refreshed_pools"][0], single.numpy())
-    # through the index too: the ranks' gathered shards are the one-process index pool
+    # through the index too: the ranks' gathered shards are the one-process index pool (the same items in every
+    # row; their order may differ where two scores tie in float32, since a BLAS rounds a product of a shard's users
+    # and of all users in the last bit differently)
     assert np.array_equal(run["ivf_pools"][0], run["ivf_pools"][1])
     single_ivf = index_pool(torch.from_numpy(run["users"]), torch.from_numpy(run["items"]), run["exclude"], 50)
-    assert np.array_equal(run["ivf_pools"][0], single_ivf.numpy())
+    assert np.array_equal(np.sort(run["ivf_pools"][0], 1), np.sort(single_ivf.numpy(), 1))
     assert set(run["test_result"]) >= {"ndcg@10", "recall@10"} and run["test_result"]["ndcg@10"] > 0
 
 

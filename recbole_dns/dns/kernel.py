@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from recbole_dns.defaults import default
+from recbole_dns.shims import cpu_mm
 
 SAMPLERS = ("dissimilar", "similar", "random")
 
@@ -148,7 +149,7 @@ def build_pool(
             # random keys + top-k = k distinct items uniformly at random among the allowed ones
             torch.rand(scores.shape, generator=generator, out=scores)
         else:
-            torch.mm(user_n[start:end], item_n_t, out=scores)
+            cpu_mm(user_n[start:end], item_n_t, out=scores)
         lo, hi = int(host_indptr[start]), int(host_indptr[end])  # no device sync per chunk
         if hi > lo:
             counts = indptr[start + 1 : end + 1] - indptr[start:end]

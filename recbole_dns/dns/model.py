@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from recbole_dns.dns.loss import dns_logits, loss_from_logits
 from recbole_dns.dns.pool import DNSPool
 from recbole_dns.losses import l2_loss
+from recbole_dns.shims import cpu_mm
 
 #: ``dns_predict``: the base model's prediction, or the cosine of the tables
 PREDICTIONS = ("model", "cosine")
@@ -211,7 +212,7 @@ class DNSModel:
         if self.dns_predict == "model":
             return super().full_sort_predict(interaction)
         users, items = self._cosine()
-        return (users[interaction[self.USER_ID]] @ items.t()).view(-1)
+        return cpu_mm(users[interaction[self.USER_ID]], items.t()).view(-1)
 
     def other_parameter(self) -> dict:
         return {**super().other_parameter(), "dns_pool": self.dns_pool.state_dict()}

@@ -11,6 +11,7 @@ from torch import nn
 from recbole.model.general_recommender.bpr import BPR as RecBoleBPR
 
 from recbole_dns.losses import l2_loss
+from recbole_dns.shims import cpu_mm
 
 
 class BPR(RecBoleBPR):
@@ -77,7 +78,7 @@ class BPR(RecBoleBPR):
 
     def full_sort_predict(self, interaction):
         user_e = self.user_table(interaction[self.USER_ID])
-        score = user_e @ self.item_table().t()
+        score = cpu_mm(user_e, self.item_table().t())
         if self.use_bias:
             score = score + self.global_bias
         return score.view(-1)
