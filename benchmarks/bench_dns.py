@@ -9,7 +9,7 @@
     and batch size, alternated, with the refresh amortised over ``dns_n`` epochs;
 (c) peak extra memory of one refresh (CUDA: allocator peak; CPU: peak RSS of a child process), next to
     the unchunked score matrix it avoids.
-Targets: (a) <= 1.5x, (b) <= 1.2x.
+Targets: (a) <= 1.5x, (b) <= 1.2x (issue 21: BPR_DNS <= 1.1x on amazon-beauty and gowalla).
 """
 
 from __future__ import annotations
@@ -177,7 +177,7 @@ def main() -> None:
         f"batch {args.batch_size}, {res['device']}, {res['threads']} threads)\n"
         f"(a) refresh {res['refresh_s']:.3f} s vs floor {res['floor_s']:.3f} s: ratio {res['refresh_over_floor']:.2f} (target <= 1.5)\n"
         f"(b) epoch {args.base}_DNS {res['dns_epoch_s']:.3f} s + refresh/n {res['refresh_s'] / args.n:.3f} s vs "
-        f"{args.base} {res['base_epoch_s']:.3f} s: ratio {res['epoch_ratio']:.2f} (target <= 1.2)\n"
+        f"{args.base} {res['base_epoch_s']:.3f} s: ratio {res['epoch_ratio']:.2f} (target <= 1.2; issue 21: <= 1.1 for BPR)\n"
         f"(c) refresh peak extra memory {res['refresh_extra_mib']:.0f} MiB (bound {args.refresh_mb:.0f} MiB; "
         f"unchunked {res['unchunked_extra_mib']:.0f} MiB)"
     )
