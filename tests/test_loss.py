@@ -95,8 +95,10 @@ def test_l2_loss_is_recboles_embloss_per_instance(require_pow):
 @pytest.mark.parametrize("keep_static", [True, False])
 @pytest.mark.parametrize("l2_dns_neg", [True, False])
 @pytest.mark.parametrize("m", [1, 3])
-def test_batch_l2_in_one_reduction_equals_l2_loss_of_the_slices(require_pow, keep_static, l2_dns_neg, m):
+@pytest.mark.parametrize("from_cosine", [False, True])
+def test_batch_l2_in_one_reduction_equals_l2_loss_of_the_slices(require_pow, keep_static, l2_dns_neg, m, from_cosine):
     from recbole_dns.dns import DNSBatch
+    from recbole_dns.dns.loss import cosine_parts
     from recbole_dns.losses import l2_loss
 
     g = torch.Generator().manual_seed(m)
@@ -106,12 +108,31 @@ def test_batch_l2_in_one_reduction_equals_l2_loss_of_the_slices(require_pow, kee
     dns_e = items_e[1 + s :].transpose(0, 1)
     neg_e = items_e[1] if keep_static else torch.randn(5, 4, generator=g)
     ids = torch.zeros(5, dtype=torch.long)
+    # with the cosine's squared norms (what BPR_DNS passes), the loss and the L2 share them: both gradients count
+    cos, user_sq, items_sq = cosine_parts(user_e, items_e) if from_cosine else (None, None, None)
     batch = DNSBatch(None, ids, ids, ids, ids, user_e, items_e[0], neg_e, dns_e[:, 0] if m == 1 else dns_e,
-                     keep_static=keep_static, l2_dns_neg=l2_dns_neg, items_e=items_e)
+                     keep_static=keep_static, l2_dns_neg=l2_dns_neg, items_e=items_e, user_sq=user_sq,
+                     items_sq=items_sq)
     got = batch.l2(require_pow)
     want = l2_loss(user_e, *batch.item_embeddings(), require_pow=require_pow)  # slice by slice
     assert torch.allclose(got, want, rtol=1e-6)
-    got_grads = torch.autograd.grad(got, (user_e, items_e))
-    want_grads = torch.autograd.grad(want, (user_e, items_e))
+    extra = (cos * torch.arange(cos.numel()).view_as(cos)).sum() if from_cosine else 0
+    want_extra = (cosine_parts(user_e, items_e)[0] * torch.arange(cos.numel()).view_as(cos)).sum() if from_cosine else 0
+    got_grads = torch.autograd.grad(got + extra, (user_e, items_e))
+    want_grads = torch.autograd.grad(want + want_extra, (user_e, items_e))
     for a, b in zip(got_grads, want_grads):
-        assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_batch_l2_of_zero_vectors_has_a_zero_gradient():
+    from recbole_dns.dns import DNSBatch
+    from recbole_dns.dns.loss import cosine_parts
+
+    user_e = torch.zeros(3, 4, requires_grad=True)
+    items_e = torch.zeros(3, 3, 4, requires_grad=True)
+    _, user_sq, items_sq = cosine_parts(user_e, items_e)
+    ids = torch.zeros(3, dtype=torch.long)
+    batch = DNSBatch(None, ids, ids, ids, ids, user_e, items_e[0], items_e[1], items_e[2], items_e=items_e,
+                     user_sq=user_sq, items_sq=items_sq)
+    grads = torch.autograd.grad(batch.l2(), (user_e, items_e))
+    assert all(torch.equal(gr, torch.zeros_like(gr)) for gr in grads)

@@ -33,26 +33,40 @@ def _as_rows(e: torch.Tensor) -> torch.Tensor:
     return e.unsqueeze(0) if e.dim() == 2 else e.transpose(0, 1)
 
 
-def cosine(user_e: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-    """``[K, B]`` cosine of each user ``[B, d]`` with its ``K`` candidate items ``[K, B, d]``.
+def cosine_parts(user_e: torch.Tensor, candidates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``[K, B]`` cosine of each user ``[B, d]`` with its ``K`` candidate items ``[K, B, d]``, and the squared
+    row norms it used: ``[B]`` of the users, ``[K, B]`` of the items (an L2 term can reuse them,
+    :meth:`~recbole_dns.dns.DNSBatch.l2`).
 
     Dot products times the inverse norms (clamped at 1e-8, so a zero vector has cosine 0): on the
     backward pass this is cheaper than normalising the rows first, and on the CPU an elementwise
     product and sum beats ``bmm`` for these shapes.
     """
     dot = (candidates * user_e).sum(-1)
-    user_inv = (user_e * user_e).sum(-1).clamp_min(_COS_EPS**2).rsqrt()
-    cand_inv = (candidates * candidates).sum(-1).clamp_min(_COS_EPS**2).rsqrt()
-    return dot * user_inv * cand_inv
+    user_sq = (user_e * user_e).sum(-1)
+    cand_sq = (candidates * candidates).sum(-1)
+    return dot * user_sq.clamp_min(_COS_EPS**2).rsqrt() * cand_sq.clamp_min(_COS_EPS**2).rsqrt(), user_sq, cand_sq
+
+
+def cosine(user_e: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    """``[K, B]`` cosine of each user ``[B, d]`` with its ``K`` candidate items ``[K, B, d]`` (:func:`cosine_parts`)."""
+    return cosine_parts(user_e, candidates)[0]
+
+
+def dns_logits_parts(user_e: torch.Tensor, candidates: torch.Tensor, tau: float, similarity: str = "cosine"
+                     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """:func:`dns_logits` and, for the cosine, the squared row norms of :func:`cosine_parts` (else ``None``)."""
+    if similarity == "cosine":
+        cos, user_sq, cand_sq = cosine_parts(user_e, candidates)
+        return cos / tau, user_sq, cand_sq
+    if similarity == "dot":
+        return (candidates * user_e).sum(-1) / tau, None, None
+    raise ValueError(f"similarity must be one of {', '.join(SIMILARITIES)}; got {similarity!r}")
 
 
 def dns_logits(user_e: torch.Tensor, candidates: torch.Tensor, tau: float, similarity: str = "cosine") -> torch.Tensor:
     """``[K, B]`` similarity / tau of each user ``[B, d]`` with its candidates ``[K, B, d]``."""
-    if similarity == "cosine":
-        return cosine(user_e, candidates) / tau
-    if similarity == "dot":
-        return (candidates * user_e).sum(-1) / tau
-    raise ValueError(f"similarity must be one of {', '.join(SIMILARITIES)}; got {similarity!r}")
+    return dns_logits_parts(user_e, candidates, tau, similarity)[0]
 
 
 def loss_from_logits(logits: torch.Tensor, reduction: str = "mean") -> torch.Tensor:

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from recbole_dns.dns.loss import dns_logits, loss_from_logits
+from recbole_dns.dns.loss import dns_logits, dns_logits_parts, loss_from_logits
 from recbole_dns.dns.pool import DNSPool
 from recbole_dns.losses import l2_loss
 from recbole_dns.shims import cpu_mm
@@ -42,6 +42,10 @@ class DNSBatch:
     l2_dns_neg: bool = True
     #: ``[K, B, d]``: the loss's item embeddings stacked (positive, static negative when kept, contrastive ones)
     items_e: torch.Tensor | None = None
+    #: the squared row norms the cosine computed, ``[B]`` of ``user_e`` and ``[K, B]`` of ``items_e`` (with
+    #: gradient; ``None`` for ``dns_similarity: dot``): :meth:`l2` reuses them
+    user_sq: torch.Tensor | None = None
+    items_sq: torch.Tensor | None = None
 
     def item_ids(self) -> list[torch.Tensor]:
         """The item columns a variant's L2 term covers: positive, static negative (if in the loss),
@@ -55,20 +59,21 @@ class DNSBatch:
 
     def l2(self, require_pow: bool = False) -> torch.Tensor:
         """:func:`~recbole_dns.losses.l2_loss` of the user and :meth:`item_embeddings` (the contrastive
-        negatives one tensor), in one reduction over the stacked items: their slices' backward would
-        allocate and fill a full-size gradient each."""
+        negatives one tensor), from the squared row norms of the stacked items (the cosine's own when it
+        computed them: the L2 term then adds no pass over the embeddings, forward or backward)."""
         if self.items_e is None:
             return l2_loss(self.user_e, *self.item_embeddings(), require_pow=require_pow)
+        user_sq = self.user_sq if self.user_sq is not None else self.user_e.pow(2).sum(-1)
+        items_sq = (self.items_sq if self.items_sq is not None else self.items_e.pow(2).sum(-1)).sum(1)  # [K]
         s = 1 if self.keep_static else 0
-        if require_pow:
-            sq = self.items_e.pow(2).sum((1, 2))
-            total = self.user_e.pow(2).sum() + sq[: 1 + s].sum() + (sq[1 + s :].sum() if self.l2_dns_neg else 0)
-            return total / 2 / self.user_e.shape[0]
-        norms = torch.linalg.vector_norm(self.items_e, dim=(1, 2))
-        total = torch.linalg.vector_norm(self.user_e) + norms[: 1 + s].sum()
+        parts = [user_sq.sum().unsqueeze(0), items_sq[: 1 + s]]
         if self.l2_dns_neg:
-            total = total + torch.linalg.vector_norm(norms[1 + s :])  # [B, m, d] is one tensor
-        return total / self.user_e.shape[0]
+            parts.append(items_sq[1 + s :].sum().unsqueeze(0))  # [B, m, d] is one tensor
+        sq = torch.cat(parts)  # the squared Frobenius norm of each tensor
+        if require_pow:
+            return sq.sum() / 2 / self.user_e.shape[0]
+        # sqrt's gradient at 0 is infinite: a zero tensor gets the zero gradient, as torch.linalg.vector_norm's
+        return sq.clamp_min(torch.finfo(sq.dtype).tiny).sqrt().sum() / self.user_e.shape[0]
 
 
 class DNSModel:
@@ -180,7 +185,7 @@ class DNSModel:
         item_ids = torch.cat([torch.stack([interaction[self.ITEM_ID], *static]), dns_neg.t()])
         user_e = F.embedding(users, user_table)
         candidates = F.embedding(item_ids, item_table)
-        logits = dns_logits(user_e, candidates, self.dns_tau, self.dns_similarity)
+        logits, user_sq, items_sq = dns_logits_parts(user_e, candidates, self.dns_tau, self.dns_similarity)
         main = loss_from_logits(logits, self.dns_reduction)
         s = len(static)
         dns_e = candidates[1 + s:].transpose(0, 1)  # [B, m, d]
@@ -190,6 +195,7 @@ class DNSModel:
             interaction, users, item_ids[0], neg_ids, dns_neg[:, 0] if single else dns_neg,
             user_e, candidates[0], candidates[1] if s else F.embedding(neg_ids, item_table).detach(),
             dns_e[:, 0] if single else dns_e, logits.detach(), self.dns_keep_static, self.dns_l2_dns_neg, candidates,
+            user_sq, items_sq,
         )
         for observe in self.dns_observers:
             observe(batch)
