@@ -5,7 +5,8 @@
 On the CPU the pool refresh and the full-sort evaluation are one ``users x d`` by ``d x items`` float32 product
 per chunk. torch's x86 wheels compute it with MKL, which takes a generic code path on non-Intel CPUs; there
 ``cpu_mm`` uses numpy's OpenBLAS. Printed, alternated, medians: (a) one refresh chunk's product (the
-``dns_refresh_mb`` 256 chunk), (b) one evaluation batch's product (4096 users, RecBole's ``eval_batch_size``),
+``dns_refresh_mb`` 256 chunk), (b) one evaluation batch's product (4096 users, RecBole's ``eval_batch_size``;
+fewer where the scores would pass 256 MiB),
 (c) a whole exact refresh (``build_pool``, ranks 51-150 of ``similar``, as BPR_DNS's default) through either
 product, each path in its own process (``RECBOLE_DNS_CPU_MM``). Defaults: amazon-beauty's size, synthetic tables.
 """
@@ -83,7 +84,7 @@ def main() -> None:
         return
     print(f"cpu_mm uses numpy's OpenBLAS here: {_numpy_blas() is not None} ({torch.get_num_threads()} torch threads)")
     for name, rows in (("(a) refresh chunk", min(args.users, chunk_size_for(args.items, 256))),
-                       ("(b) evaluation batch", min(args.users, 4096))):
+                       ("(b) evaluation batch", min(args.users, 4096, max(1, 2**26 // args.items)))):
         t_torch, t_shim = products(args, rows)
         print(f"{name} {rows} x {args.dim} by {args.dim} x {args.items}: torch.mm {t_torch * 1e3:.1f} ms, "
               f"cpu_mm {t_shim * 1e3:.1f} ms, ratio {t_shim / t_torch:.2f}")

@@ -4,7 +4,7 @@ around and applied only where it is needed, never at import.
 * :func:`silence_known_warnings` - by the runner (:mod:`recbole_dns.quick_start`) before it trains;
 * :func:`restore_dok_update` - by the model registry when it hands out one of RecBole's graph models;
 * :func:`distributed_run` - by :class:`recbole_dns.Config` in a distributed run only;
-* :func:`cpu_mm` - by the pool refresh (:mod:`recbole_dns.dns.kernel`, :mod:`recbole_dns.dns.index`) and the
+* :func:`cpu_mm` - by the exact pool refresh (:mod:`recbole_dns.dns.kernel`) and the
   full-sort scores of BPR, LightGCN (and its subclasses) and ``dns_predict: cosine``, on the CPU.
 
 (The device / process-group shim is :meth:`recbole_dns.Config._init_device`; checkpoints that load on
@@ -149,8 +149,9 @@ def cpu_mm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) ->
     """``torch.mm(a, b, out=out)`` for 2-D tensors; products that autograd records stay ``torch.mm``.
 
     torch's x86 wheels multiply float32 matrices with MKL, which takes a generic code path on non-Intel
-    CPUs: on this project's AMD EPYC (AVX2) a refresh's score product (2,772 x 64 by 64 x 12,102) took 3x
-    as long as numpy's OpenBLAS. So on such a CPU (MKL build, CPU vendor not Intel) float32 CPU products go
+    CPUs: on this project's AMD EPYC (AVX2) a refresh's score product (2,772 x 64 by 64 x 12,102) took 1.6x
+    as long as numpy's OpenBLAS on one thread, 1.3x on two (``benchmarks/bench_cpu_mm.py``; numpy was slower
+    for the index's small per-list blocks, which stay ``torch.mm``). So on such a CPU (MKL build, CPU vendor not Intel) float32 CPU products go
     through numpy, with as many OpenBLAS threads as torch uses; everywhere else (GPU, Intel, other dtypes)
     this is ``torch.mm``. ``RECBOLE_DNS_CPU_MM=torch|numpy`` forces the choice.
     """

@@ -9,7 +9,6 @@ from recbole_dns import build_pool
 from recbole_dns.dns import DNSPool, index_pool, resolve_index
 from recbole_dns.dns.index import AUTO_MIN_ITEMS, build_ivf, n_lists
 from recbole_dns.errors import ConfigError
-from recbole_dns.shims import cpu_mm
 
 
 def _clustered_case(n_users=300, n_items=4000, d=16, per_user=30, seed=0):
