@@ -151,9 +151,9 @@ def cpu_mm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) ->
     torch's x86 wheels multiply float32 matrices with MKL, which takes a generic code path on non-Intel
     CPUs: on this project's AMD EPYC (AVX2) a refresh's score product (2,772 x 64 by 64 x 12,102) took 1.6x
     as long as numpy's OpenBLAS on one thread, 1.3x on two (``benchmarks/bench_cpu_mm.py``; numpy was slower
-    for the index's small per-list blocks, which stay ``torch.mm``). So on such a CPU (MKL build, CPU vendor not Intel) float32 CPU products go
-    through numpy, with as many OpenBLAS threads as torch uses; everywhere else (GPU, Intel, other dtypes)
-    this is ``torch.mm``. ``RECBOLE_DNS_CPU_MM=torch|numpy`` forces the choice.
+    for the index's small per-list blocks, which stay ``torch.mm``). So on such a CPU (MKL build, CPU vendor
+    not Intel) float32 CPU products go through numpy, with as many OpenBLAS threads as torch uses; everywhere
+    else (GPU, Intel, other dtypes) this is ``torch.mm``. ``RECBOLE_DNS_CPU_MM=torch|numpy`` forces the choice.
     """
     blas = _numpy_blas()
     tensors = (a, b) if out is None else (a, b, out)
