@@ -61,6 +61,7 @@ KEYS: dict[str, tuple[Any, str]] = {
     "dns_skip": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     "dns_draw": (lambda v: v in DRAWS, " | ".join(DRAWS)),
     "dns_predict": (lambda v: v in PREDICTIONS, " | ".join(PREDICTIONS)),
+    "dns_weight": (lambda v: v is None or (_is_number(v) and v >= 0), "a number >= 0 or null"),
     "hard_neg": (lambda v: v in HARD_NEGATIVES, " | ".join(HARD_NEGATIVES)),
     "hard_neg_m": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "hard_neg_n": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),

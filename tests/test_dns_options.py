@@ -89,6 +89,38 @@ def test_warmup_trains_with_the_base_loss_then_builds_the_pool_on_schedule(prepa
     assert built == [3, 5, 7]
 
 
+@pytest.mark.parametrize("name", ["BPR_DNS", "LightGCN_DNS"])
+def test_weighted_dns_term_is_added_to_the_base_loss(prepare, name):
+    from recbole_dns.models.bpr import BPR
+    from recbole_dns.models.lightgcn import LightGCN
+
+    base_class = BPR if name == "BPR_DNS" else LightGCN
+    _, trainer, train, _, _ = prepare(name, dns_weight=0.5, dns_k=20, dns_tau=0.3, reg_weight=0.01)
+    model = trainer.model
+    model.on_epoch_start(0)
+    seen = _capture(model)
+    batch = _batch(train)
+    terms = model.calculate_loss(batch)
+    base = base_class.calculate_loss(model, batch)
+    base = base if isinstance(base, tuple) else (base,)
+    assert model.loss_terms == (*base_class.loss_terms, "dns") and len(terms) == len(base) + 1
+    assert all(torch.allclose(a, b) for a, b in zip(terms, base))  # the base model's own terms, unchanged
+    b = seen[0]
+    users, items = model.train_tables()
+    cands = torch.stack([items[batch["item_id"]], items[batch["neg_item_id"]], items[b.dns_neg_items]])
+    assert terms[-1].item() == pytest.approx(0.5 * _formula(users[batch["user_id"]], cands, 0.3), rel=1e-5)
+    # the weighted term trains the tables: its gradient is half of the unweighted DNS loss's
+    model.zero_grad()
+    terms[-1].backward()
+    grad = model.user_embedding.weight.grad.clone()
+    model.zero_grad()
+    u, i = model.train_tables()
+    c = torch.stack([i[batch["item_id"]], i[batch["neg_item_id"]], i[b.dns_neg_items]])
+    s = F.cosine_similarity(u[batch["user_id"]].unsqueeze(0), c, dim=-1) / 0.3
+    (-torch.log_softmax(s, dim=0)[0]).mean().backward()
+    assert torch.allclose(grad, 0.5 * model.user_embedding.weight.grad, atol=1e-7)
+
+
 @pytest.mark.parametrize("sampler,largest", [("dissimilar", False), ("similar", True)])
 def test_rank_band_against_brute_force(sampler, largest):
     rng = np.random.default_rng(4)
@@ -168,6 +200,7 @@ def test_grad_share_is_the_contrastive_negatives_softmax_weight(prepare):
     ("dns_similarity", "l2", "cosine | dot"), ("dns_keep_static", "yes", "true or false"),
     ("dns_warmup", -2, "an integer >= 0"), ("dns_skip", 1.5, "an integer >= 0"),
     ("dns_draw", "epoch", "batch | instance"), ("dns_predict", "dot", "model | cosine"),
+    ("dns_weight", -1, "a number >= 0 or null"), ("dns_weight", "half", "a number >= 0 or null"),
 ])
 def test_bad_option_values_name_the_key(key, value, allowed):
     from recbole_dns import Config

@@ -76,6 +76,16 @@ class DNSBatch:
         return sq.clamp_min(torch.finfo(sq.dtype).tiny).sqrt().sum() / self.user_e.shape[0]
 
 
+def base_loss_terms(cls: type) -> tuple[str, ...]:
+    """The ``loss_terms`` of the base model a DNS variant ``cls`` extends (the first class after
+    :class:`DNSModel` in its method resolution order that names them)."""
+    mro = cls.__mro__
+    for base in mro[mro.index(DNSModel) + 1:]:
+        if "loss_terms" in vars(base):
+            return tuple(vars(base)["loss_terms"])
+    return ()
+
+
 class DNSModel:
     """Mixin that turns a RecBole model into its DNS variant; put it first among the bases.
 
@@ -89,14 +99,16 @@ class DNSModel:
     * :meth:`extra_losses` - the model's own terms (L2, self-supervised losses), from a :class:`DNSBatch`.
 
     ``calculate_loss`` returns ``(dns_loss, *extra_losses)`` (during ``dns_warmup`` epochs, the base
-    model's own loss); ``predict`` and ``full_sort_predict`` stay the base model's unless
-    ``dns_predict: cosine``. The pool travels in checkpoints through ``other_parameter()``; the
-    ``state_dict`` is the base model's, so a variant's weights load into its base.
+    model's own loss; with ``dns_weight: w``, the base model's own terms and ``w * dns_loss``); ``predict``
+    and ``full_sort_predict`` stay the base model's unless ``dns_predict: cosine``. The pool travels in
+    checkpoints through ``other_parameter()``; the ``state_dict`` is the base model's, so a variant's weights
+    load into its base.
 
     Options beyond the paper (all off by default, see docs/configuration.md): ``dns_negs`` contrastive negatives per
     instance, ``dns_candidates`` (score that many pool items per instance and keep the hardest),
     ``dns_similarity: dot``, ``dns_keep_static: false``, ``dns_l2_dns_neg: false``, ``dns_warmup``,
-    ``dns_skip`` (a rank band), ``dns_draw: instance``, ``dns_predict: cosine``.
+    ``dns_skip`` (a rank band), ``dns_draw: instance``, ``dns_predict: cosine``, ``dns_weight`` (the DNS loss
+    added to the base model's loss instead of replacing it).
     """
 
     dns_tau: float
@@ -115,6 +127,10 @@ class DNSModel:
         self.dns_keep_static = bool(config["dns_keep_static"])
         self.dns_l2_dns_neg = bool(config["dns_l2_dns_neg"])
         self.dns_predict = str(config["dns_predict"])
+        weight = config["dns_weight"]
+        self.dns_weight = None if weight is None else float(weight)
+        if self.dns_weight is not None:  # the base model's terms, then the weighted DNS term
+            self.loss_terms = (*base_loss_terms(type(self)), "dns")
         self.dns_pool = DNSPool.from_dataset(dataset, config)
         self.dns_epoch = 0
         self._cosine_tables: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -175,6 +191,15 @@ class DNSModel:
     def calculate_loss(self, interaction: Any) -> tuple[torch.Tensor, ...]:
         if not self.dns_active:
             return super().calculate_loss(interaction)
+        if self.dns_weight is not None:
+            base = super().calculate_loss(interaction)
+            terms = base if isinstance(base, tuple) else (base,)
+            return (*terms, self.dns_weight * self.dns_batch_loss(interaction)[0])
+        main, batch = self.dns_batch_loss(interaction)
+        return (main, *self.extra_losses(batch))
+
+    def dns_batch_loss(self, interaction: Any) -> tuple[torch.Tensor, DNSBatch]:
+        """The DNS loss of a batch (Eq. 5, reduced by ``dns_reduction``) and the :class:`DNSBatch` it saw."""
         self.reset_eval_cache()
         users = interaction[self.USER_ID]
         user_table, item_table = self.train_tables()
@@ -199,7 +224,7 @@ class DNSModel:
         )
         for observe in self.dns_observers:
             observe(batch)
-        return (main, *self.extra_losses(batch))
+        return main, batch
 
     # ---- prediction: the base model's, or the loss's cosine ----------------------------------------
     def _cosine(self) -> tuple[torch.Tensor, torch.Tensor]:
