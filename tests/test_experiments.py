@@ -463,3 +463,19 @@ def test_a_run_keeps_its_id_when_recbole_fills_a_nested_config_value_in_place():
     before = spec.run_id
     spec.config_dict["train_neg_sample_args"]["alpha"] = 1.0  # what RecBole's Config does to the dict it gets
     assert spec.run_id == before and "alpha" not in dict(spec.config)["train_neg_sample_args"]
+
+
+def test_local_ray_runs_its_workers_at_the_drivers_priority(monkeypatch):
+    import ray
+
+    from recbole_dns.launcher import init_ray
+
+    seen = []
+    monkeypatch.delenv("RAY_worker_niceness", raising=False)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: seen.append((kw.get("address"), os.environ.get("RAY_worker_niceness"))))
+    assert init_ray() is True
+    assert seen[-1] == (None, str(os.nice(0)))  # not Ray's default of 15
+    monkeypatch.setenv("RAY_worker_niceness", "7")
+    init_ray()
+    assert seen[-1] == (None, "7")  # the user's setting wins
