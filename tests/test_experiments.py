@@ -473,7 +473,8 @@ def test_local_ray_runs_its_workers_at_the_drivers_priority(monkeypatch):
     seen = []
     monkeypatch.delenv("RAY_worker_niceness", raising=False)
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(ray, "init", lambda **kw: seen.append((kw.get("address"), os.environ.get("RAY_worker_niceness"))))
+    monkeypatch.setattr(ray, "init",
+                        lambda **kw: seen.append((kw.get("address"), os.environ.get("RAY_worker_niceness"))))
     assert init_ray() is True
     assert seen[-1] == (None, str(os.nice(0)))  # not Ray's default of 15
     monkeypatch.setenv("RAY_worker_niceness", "7")

@@ -76,16 +76,6 @@ class DNSBatch:
         return sq.clamp_min(torch.finfo(sq.dtype).tiny).sqrt().sum() / self.user_e.shape[0]
 
 
-def base_loss_terms(cls: type) -> tuple[str, ...]:
-    """The ``loss_terms`` of the base model a DNS variant ``cls`` extends (the first class after
-    :class:`DNSModel` in its method resolution order that names them)."""
-    mro = cls.__mro__
-    for base in mro[mro.index(DNSModel) + 1:]:
-        if "loss_terms" in vars(base):
-            return tuple(vars(base)["loss_terms"])
-    return ()
-
-
 class DNSModel:
     """Mixin that turns a RecBole model into its DNS variant; put it first among the bases.
 
@@ -130,7 +120,7 @@ class DNSModel:
         weight = config["dns_weight"]
         self.dns_weight = None if weight is None else float(weight)
         if self.dns_weight is not None:  # the base model's terms, then the weighted DNS term
-            self.loss_terms = (*base_loss_terms(type(self)), "dns")
+            self.loss_terms = (*super(DNSModel, self).loss_terms, "dns")
         self.dns_pool = DNSPool.from_dataset(dataset, config)
         self.dns_epoch = 0
         self._cosine_tables: tuple[torch.Tensor, torch.Tensor] | None = None
