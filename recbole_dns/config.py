@@ -14,7 +14,7 @@ from recbole.config import Config as RecBoleConfig
 
 from recbole_dns import models
 from recbole_dns.defaults import PAPER_PRESET, PROPERTIES, preset_file, presets
-from recbole_dns.dns import DRAWS, INDEXES, PREDICTIONS, REFRESH_DTYPES, SAMPLERS, SIMILARITIES
+from recbole_dns.dns import DRAWS, INDEXES, LOSSES, PREDICTIONS, REFRESH_DTYPES, SAMPLERS, SIMILARITIES
 from recbole_dns.errors import ConfigError
 from recbole_dns.negatives import HARD_NEGATIVES, with_hard_negatives
 from recbole_dns.parallel import init_process_group
@@ -62,6 +62,7 @@ KEYS: dict[str, tuple[Any, str]] = {
     "dns_draw": (lambda v: v in DRAWS, " | ".join(DRAWS)),
     "dns_predict": (lambda v: v in PREDICTIONS, " | ".join(PREDICTIONS)),
     "dns_weight": (lambda v: v is None or (_is_number(v) and v >= 0), "a number >= 0 or null"),
+    "dns_loss": (lambda v: v in LOSSES, " | ".join(LOSSES)),
     "hard_neg": (lambda v: v in HARD_NEGATIVES, " | ".join(HARD_NEGATIVES)),
     "hard_neg_m": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "hard_neg_n": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
@@ -91,6 +92,14 @@ def validate_config(config: Any) -> None:
     if config["init_std"] is not None and model_class is not None and not getattr(model_class, "init_std_key", False):
         raise ConfigError(f"config key 'init_std' applies to SimGCL and SimGCL_DNS; model {config['model']!r} "
                           "keeps its own initialisation (set init_std: null)")
+    if config["dns_loss"] != "softmax":  # the pool's item goes into the base model's own loss, as its one i-
+        for key, ok, wanted in (("dns_weight", config["dns_weight"] is None, "null"),
+                                ("dns_negs", config["dns_negs"] == 1, "1"),
+                                ("log_grad_share", not config["log_grad_share"], "false")):
+            if not ok:
+                raise ConfigError(f"config key '{key}' must be {wanted} with dns_loss: {config['dns_loss']} (the "
+                                  f"pool's item replaces the base model's one negative; {key} applies to dns_loss: "
+                                  f"softmax); got {config[key]!r}")
     dynamic = (config["train_neg_sample_args"] or {}).get("dynamic")
     if config["hard_neg"] != "none" and dynamic:
         raise ConfigError(

@@ -121,6 +121,48 @@ def test_weighted_dns_term_is_added_to_the_base_loss(prepare, name):
     assert torch.allclose(grad, 0.5 * model.user_embedding.weight.grad, atol=1e-7)
 
 
+@pytest.mark.parametrize("name", ["BPR_DNS", "LightGCN_DNS"])
+@pytest.mark.parametrize("mode,candidates", [("negative", 0), ("negative", 4), ("hardest", 0), ("hardest", 3)])
+def test_pool_item_as_the_base_models_negative(prepare, monkeypatch, name, mode, candidates):
+    from recbole_dns.models.bpr import BPR
+    from recbole_dns.models.lightgcn import LightGCN
+
+    base_class = BPR if name == "BPR_DNS" else LightGCN
+    _, trainer, train, _, _ = prepare(name, dns_loss=mode, dns_candidates=candidates, dns_k=20, reg_weight=0.01)
+    model = trainer.model
+    model.on_epoch_start(0)
+    batch = _batch(train)
+    users, static = batch["user_id"], batch["neg_item_id"].clone()
+    drawn = model.dns_pool.sample(users, max(candidates, 1)).view(len(users), -1)
+    assert (model.dns_pool.pool[users].unsqueeze(2) == drawn.unsqueeze(1)).any(1).all()  # pool items
+    monkeypatch.setattr(model.dns_pool, "sample", lambda u, m, items=None: drawn if m > 1 else drawn[:, 0])
+    seen = _capture(model)
+    terms = model.calculate_loss(batch)
+    # brute force: score every candidate with the model's own dot product, keep the highest
+    u_table, i_table = (t.detach() for t in model.train_tables())
+    options = ([static.tolist()] if mode == "hardest" else []) + [drawn[:, j].tolist() for j in range(drawn.shape[1])]
+    expected = []
+    for b, user in enumerate(users.tolist()):
+        scores = [float(u_table[user] @ i_table[col[b]]) for col in options]
+        expected.append(options[max(range(len(options)), key=lambda j: scores[j])][b])
+    assert batch["neg_item_id"].tolist() == expected and seen[0].dns_neg_items.tolist() == expected
+    if mode == "hardest":
+        assert 0 < sum(e == s for e, s in zip(expected, static.tolist())) < len(expected)  # both sources win some
+    base = base_class.calculate_loss(model, batch)  # the base model's own loss on the chosen negatives
+    base = base if isinstance(base, tuple) else (base,)
+    assert model.loss_terms == base_class.loss_terms and len(terms) == len(base)
+    assert all(torch.allclose(a, b) for a, b in zip(terms, base))
+
+
+@pytest.mark.parametrize("key,value", [("dns_weight", 0.5), ("dns_negs", 2), ("log_grad_share", True)])
+def test_pool_item_as_negative_rejects_softmax_only_keys(key, value):
+    from recbole_dns import Config
+
+    with pytest.raises(ConfigError, match=rf"config key '{key}' must be .* with dns_loss: negative .*; got {value!r}"):
+        Config(model="BPR_DNS", dataset="ml-100k", read_cmd_line=False,
+               config_dict={"dns_loss": "negative", key: value, "state": "WARNING"})
+
+
 @pytest.mark.parametrize("sampler,largest", [("dissimilar", False), ("similar", True)])
 def test_rank_band_against_brute_force(sampler, largest):
     rng = np.random.default_rng(4)
@@ -201,6 +243,7 @@ def test_grad_share_is_the_contrastive_negatives_softmax_weight(prepare):
     ("dns_warmup", -2, "an integer >= 0"), ("dns_skip", 1.5, "an integer >= 0"),
     ("dns_draw", "epoch", "batch | instance"), ("dns_predict", "dot", "model | cosine"),
     ("dns_weight", -1, "a number >= 0 or null"), ("dns_weight", "half", "a number >= 0 or null"),
+    ("dns_loss", "bpr", "softmax | negative | hardest"),
 ])
 def test_bad_option_values_name_the_key(key, value, allowed):
     from recbole_dns import Config

@@ -14,11 +14,11 @@
 from recbole_dns.dns.index import INDEXES, index_pool, resolve_index
 from recbole_dns.dns.kernel import REFRESH_DTYPES, SAMPLERS, ExclusionRows, build_pool, chunk_size_for, sample_distinct
 from recbole_dns.dns.loss import SIMILARITIES, cosine, dns_logits, dns_loss, loss_from_logits, stacked_dns_loss
-from recbole_dns.dns.model import PREDICTIONS, DNSBatch, DNSModel
+from recbole_dns.dns.model import LOSSES, PREDICTIONS, DNSBatch, DNSModel
 from recbole_dns.dns.pool import DRAWS, DNSPool
 
 __all__ = [
-    "SAMPLERS", "REFRESH_DTYPES", "SIMILARITIES", "DRAWS", "PREDICTIONS", "INDEXES",
+    "SAMPLERS", "REFRESH_DTYPES", "SIMILARITIES", "DRAWS", "PREDICTIONS", "LOSSES", "INDEXES",
     "ExclusionRows", "build_pool", "chunk_size_for", "sample_distinct", "index_pool", "resolve_index",
     "cosine", "dns_logits", "dns_loss", "loss_from_logits", "stacked_dns_loss",
     "DNSPool", "DNSBatch", "DNSModel",

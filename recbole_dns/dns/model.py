@@ -16,6 +16,9 @@ from recbole_dns.shims import cpu_mm
 
 #: ``dns_predict``: the base model's prediction, or the cosine of the tables
 PREDICTIONS = ("model", "cosine")
+#: ``dns_loss``: Eq. 5's softmax with i'- (the paper), or the pool's item as the base model's own ``i-``
+#: (``negative``), or the harder, by the model's score, of the static ``i-`` and the pool's item (``hardest``)
+LOSSES = ("softmax", "negative", "hardest")
 
 
 @dataclass
@@ -98,7 +101,8 @@ class DNSModel:
     instance, ``dns_candidates`` (score that many pool items per instance and keep the hardest),
     ``dns_similarity: dot``, ``dns_keep_static: false``, ``dns_l2_dns_neg: false``, ``dns_warmup``,
     ``dns_skip`` (a rank band), ``dns_draw: instance``, ``dns_predict: cosine``, ``dns_weight`` (the DNS loss
-    added to the base model's loss instead of replacing it).
+    added to the base model's loss instead of replacing it), ``dns_loss: negative | hardest`` (no softmax: the
+    pool's item, or the harder of it and ``i-``, is the base model's own negative).
     """
 
     dns_tau: float
@@ -117,10 +121,13 @@ class DNSModel:
         self.dns_keep_static = bool(config["dns_keep_static"])
         self.dns_l2_dns_neg = bool(config["dns_l2_dns_neg"])
         self.dns_predict = str(config["dns_predict"])
+        self.dns_loss = str(config["dns_loss"])
         weight = config["dns_weight"]
         self.dns_weight = None if weight is None else float(weight)
         if self.dns_weight is not None:  # the base model's terms, then the weighted DNS term
             self.loss_terms = (*super(DNSModel, self).loss_terms, "dns")
+        elif self.dns_loss != "softmax":  # the base model's own loss
+            self.loss_terms = super(DNSModel, self).loss_terms
         self.dns_pool = DNSPool.from_dataset(dataset, config)
         self.dns_epoch = 0
         self._cosine_tables: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -162,11 +169,13 @@ class DNSModel:
 
     @torch.no_grad()
     def _hardest(self, users: torch.Tensor, candidates: torch.Tensor, user_table: torch.Tensor,
-                 item_table: torch.Tensor) -> torch.Tensor:
-        """Of each instance's candidates ``[B, M]``, the ``dns_negs`` scored highest by the loss's similarity."""
+                 item_table: torch.Tensor, similarity: str | None = None, m: int | None = None) -> torch.Tensor:
+        """Of each instance's candidates ``[B, M]``, the ``m`` (default ``dns_negs``) scored highest by
+        ``similarity`` (default: the loss's)."""
         user_e = F.embedding(users, user_table)
-        scores = dns_logits(user_e, F.embedding(candidates, item_table).transpose(0, 1), 1.0, self.dns_similarity)
-        top = torch.topk(scores, self.dns_negs, dim=0).indices  # [m, B]
+        scores = dns_logits(user_e, F.embedding(candidates, item_table).transpose(0, 1), 1.0,
+                            similarity or self.dns_similarity)
+        top = torch.topk(scores, m or self.dns_negs, dim=0).indices  # [m, B]
         return candidates.gather(1, top.t())
 
     def dns_negatives(self, interaction: Any, user_table: torch.Tensor, item_table: torch.Tensor) -> torch.Tensor:
@@ -178,8 +187,29 @@ class DNSModel:
             return self._hardest(users, drawn.view(len(users), -1), user_table, item_table)
         return self.dns_pool.sample(users, self.dns_negs, items).view(len(users), -1)
 
+    @torch.no_grad()
+    def pool_negative(self, interaction: Any) -> torch.Tensor:
+        """``[B]``: the negative ``dns_loss: negative | hardest`` gives the base model's loss: a pool item (the
+        hardest of ``dns_candidates`` pool items when that is set), or for ``hardest`` the harder of it and the
+        static ``i-``; hardness is the base model's score, the dot product of :meth:`train_tables`."""
+        users, items = interaction[self.USER_ID], interaction[self.ITEM_ID]
+        drawn = self.dns_pool.sample(users, max(self.dns_candidates, 1), items).view(len(users), -1)
+        if self.dns_loss == "hardest":
+            drawn = torch.cat([interaction[self.NEG_ITEM_ID].to(drawn.device).view(-1, 1), drawn], dim=1)
+        if drawn.shape[1] == 1:
+            return drawn[:, 0]
+        user_table, item_table = self.train_tables()
+        return self._hardest(users.to(drawn.device), drawn, user_table, item_table, "dot", 1)[:, 0]
+
     def calculate_loss(self, interaction: Any) -> tuple[torch.Tensor, ...]:
         if not self.dns_active:
+            return super().calculate_loss(interaction)
+        if self.dns_loss != "softmax":  # the pool as a negative sampler: the base model's loss, its i- replaced
+            static = interaction[self.NEG_ITEM_ID]
+            interaction[self.NEG_ITEM_ID] = chosen = self.pool_negative(interaction).to(static.device)
+            for observe in self.dns_observers:
+                observe(DNSBatch(interaction, interaction[self.USER_ID], interaction[self.ITEM_ID], static, chosen,
+                                 *(None,) * 4, keep_static=False))
             return super().calculate_loss(interaction)
         if self.dns_weight is not None:
             base = super().calculate_loss(interaction)
