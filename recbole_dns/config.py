@@ -38,13 +38,17 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
+def _is_share(v: Any) -> bool:
+    return isinstance(v, float) and 0 < v < 1
+
+
 #: every key this package adds: key -> (check, description of the allowed values)
 KEYS: dict[str, tuple[Any, str]] = {
     "dns": (lambda v: isinstance(v, bool), "true or false"),
     "dns_preset": (lambda v: v is None or v in presets(), f"one of {', '.join(presets())} or null"),
     "dataset_preset": (lambda v: isinstance(v, bool), "true or false"),
     "dns_n": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "dns_k": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "dns_k": (lambda v: (_is_int(v) and v >= 1) or _is_share(v), "an integer >= 1 or a share of the items in (0, 1)"),
     "dns_tau": (lambda v: _is_number(v) and v > 0, "a number > 0"),
     "dns_sampler": (lambda v: v in SAMPLERS, " | ".join(SAMPLERS)),
     "dns_refresh_mb": (lambda v: _is_number(v) and v > 0, "a number > 0 (MiB)"),
@@ -58,7 +62,7 @@ KEYS: dict[str, tuple[Any, str]] = {
     "dns_keep_static": (lambda v: isinstance(v, bool), "true or false"),
     "dns_l2_dns_neg": (lambda v: isinstance(v, bool), "true or false"),
     "dns_warmup": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
-    "dns_skip": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "dns_skip": (lambda v: (_is_int(v) and v >= 0) or _is_share(v), "an integer >= 0 or a share of the items in (0, 1)"),
     "dns_draw": (lambda v: v in DRAWS, " | ".join(DRAWS)),
     "dns_predict": (lambda v: v in PREDICTIONS, " | ".join(PREDICTIONS)),
     "dns_weight": (lambda v: v is None or (_is_number(v) and v >= 0), "a number >= 0 or null"),

@@ -197,7 +197,7 @@ def test_command_line_two_processes(tmp_path):
     [
         (["--nproc=0"], "--nproc must be an integer >= 1; got 0"),
         (["--nproc=2", "--world_size=1"], "--group_offset (0) + --nproc (2) must be at most --world_size (1)"),
-        (["--nproc=2", "--dns_k=0"], "config key 'dns_k' must be an integer >= 1; got 0"),
+        (["--nproc=2", "--dns_k=0"], "config key 'dns_k' must be an integer >= 1 or a share of the items in (0, 1); got 0"),
     ],
 )
 def test_command_line_bad_distributed_flags_are_one_line(monkeypatch, capsys, flags, message):

@@ -240,7 +240,7 @@ def test_grad_share_is_the_contrastive_negatives_softmax_weight(prepare):
 @pytest.mark.parametrize("key,value,allowed", [
     ("dns_negs", 0, "an integer >= 1"), ("dns_candidates", -1, "an integer >= 0"),
     ("dns_similarity", "l2", "cosine | dot"), ("dns_keep_static", "yes", "true or false"),
-    ("dns_warmup", -2, "an integer >= 0"), ("dns_skip", 1.5, "an integer >= 0"),
+    ("dns_warmup", -2, "an integer >= 0"), ("dns_skip", 1.5, r"an integer >= 0 or a share of the items in \(0, 1\)"),
     ("dns_draw", "epoch", "batch | instance"), ("dns_predict", "dot", "model | cosine"),
     ("dns_weight", -1, "a number >= 0 or null"), ("dns_weight", "half", "a number >= 0 or null"),
     ("dns_loss", "bpr", "softmax | negative | hardest"),
@@ -252,9 +252,24 @@ def test_bad_option_values_name_the_key(key, value, allowed):
         Config(model="BPR_DNS", dataset="ml-100k", config_dict={key: value, "state": "WARNING"}, read_cmd_line=False)
 
 
+def test_band_as_shares_of_the_catalogue_is_the_band_of_those_counts(prepare):
+    _, trainer, _, _, _ = prepare("BPR_DNS", dns_k=0.05, dns_skip=0.02, dns_sampler="similar")
+    pool = trainer.model.dns_pool
+    assert (pool.k, pool.skip) == (round(0.05 * 1682), round(0.02 * 1682)) == (84, 34)  # ml-100k: 1682 items
+    users, items = (t.detach() for t in trainer.model.train_tables())
+    pool.refresh(users, items, 0)
+    exclude = pool.exclude.toarray().astype(bool)
+    cos = F.normalize(users, dim=1) @ F.normalize(items, dim=1).t()
+    for u in range(0, users.shape[0], 97):  # brute force: ranks 35-118 of the allowed items by cosine
+        order = [i for i in torch.argsort(cos[u], descending=True).tolist() if not exclude[u, i]]
+        assert set(pool.pool[u].tolist()) == set(order[34:118])
+
+
 def test_band_larger_than_the_catalogue_is_a_clear_error(prepare):
     with pytest.raises(ConfigError, match=r"'dns_skip' \+ 'dns_k' must be at most the number of items .* \(1682\); got 1600 \+ 100"):
         prepare("BPR_DNS", dns_skip=1600)
+    with pytest.raises(ConfigError, match=r"\(1682\); got 0\.95 \(1598 items\) \+ 0\.1 \(168 items\)"):
+        prepare("BPR_DNS", dns_skip=0.95, dns_k=0.1)
 
 
 @pytest.mark.parametrize("model", ["LightGCN_DNS", "SimGCL_DNS", "SGL_DNS"])

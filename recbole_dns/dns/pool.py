@@ -21,6 +21,14 @@ from recbole_dns.sampling import exclusion_matrix
 DRAWS = ("batch", "instance")
 
 
+def catalogue_share(value: float, n_items: int, minimum: int) -> int:
+    """``dns_k`` / ``dns_skip`` as an item count: an integer as it is; a share in (0, 1) of the catalogue's
+    ``n_items``, rounded, at least ``minimum``."""
+    if isinstance(value, float) and 0 < value < 1:
+        return max(minimum, round(value * n_items))
+    return int(value)
+
+
 class DNSPool:
     """The per-user pool of contrastive negatives, its refresh schedule and its checkpoint state.
 
@@ -76,22 +84,27 @@ class DNSPool:
     def from_dataset(cls, dataset: Any, config: Any) -> DNSPool:
         """Pool over a RecBole training dataset: training positives and padding item 0 are excluded.
 
+        ``dns_k`` and ``dns_skip`` are item counts, or shares of the catalogue when in (0, 1) (:func:`catalogue_share`).
+
         Raises:
             ConfigError: ``dns_k`` (plus ``dns_skip``) is larger than the catalogue (padding item 0 not counted).
         """
         n_items = dataset.item_num - 1
-        if config["dns_k"] > n_items:
+        k, skip = catalogue_share(config["dns_k"], n_items, 1), catalogue_share(config["dns_skip"], n_items, 0)
+        given = {key: f"{config[key]} ({v} items)" if v != config[key] else f"{v}"
+                 for key, v in (("dns_k", k), ("dns_skip", skip))}
+        if k > n_items:
             raise ConfigError(
                 f"config key 'dns_k' must be between 1 and the number of items of dataset "
-                f"'{config['dataset']}' ({n_items}); got {config['dns_k']}"
+                f"'{config['dataset']}' ({n_items}); got {given['dns_k']}"
             )
-        if config["dns_k"] + config["dns_skip"] > n_items:
+        if k + skip > n_items:
             raise ConfigError(
                 f"config keys 'dns_skip' + 'dns_k' must be at most the number of items of dataset "
-                f"'{config['dataset']}' ({n_items}); got {config['dns_skip']} + {config['dns_k']}"
+                f"'{config['dataset']}' ({n_items}); got {given['dns_skip']} + {given['dns_k']}"
             )
-        return cls(exclusion_matrix(dataset), config["dns_n"], config["dns_k"], config["dns_sampler"],
-                   config["dns_refresh_mb"], config["dns_refresh_dtype"], skip=config["dns_skip"],
+        return cls(exclusion_matrix(dataset), config["dns_n"], k, config["dns_sampler"],
+                   config["dns_refresh_mb"], config["dns_refresh_dtype"], skip=skip,
                    start=config["dns_warmup"], draw=config["dns_draw"], index=config["dns_index"],
                    nprobe=config["dns_index_nprobe"])
 
