@@ -121,8 +121,8 @@ def test_weighted_dns_term_is_added_to_the_base_loss(prepare, name):
     assert torch.allclose(grad, 0.5 * model.user_embedding.weight.grad, atol=1e-7)
 
 
-@pytest.mark.parametrize("name", ["BPR_DNS", "LightGCN_DNS"])
-@pytest.mark.parametrize("mode,candidates", [("negative", 0), ("negative", 4), ("hardest", 0), ("hardest", 3)])
+@pytest.mark.parametrize("name,mode,candidates", [("BPR_DNS", "negative", 0), ("BPR_DNS", "negative", 4),
+                                                   ("BPR_DNS", "hardest", 0), ("LightGCN_DNS", "hardest", 3)])
 def test_pool_item_as_the_base_models_negative(prepare, monkeypatch, name, mode, candidates):
     from recbole_dns.models.bpr import BPR
     from recbole_dns.models.lightgcn import LightGCN
