@@ -15,6 +15,7 @@ from recbole.config import Config as RecBoleConfig
 from recbole_dns import models
 from recbole_dns.defaults import PAPER_PRESET, PROPERTIES, preset_file, presets
 from recbole_dns.dns import DRAWS, INDEXES, LOSSES, PREDICTIONS, REFRESH_DTYPES, SAMPLERS, SIMILARITIES
+from recbole_dns.dns.pool import is_share
 from recbole_dns.errors import ConfigError
 from recbole_dns.negatives import HARD_NEGATIVES, with_hard_negatives
 from recbole_dns.parallel import init_process_group
@@ -38,17 +39,13 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
-def _is_share(v: Any) -> bool:
-    return isinstance(v, float) and 0 < v < 1
-
-
 #: every key this package adds: key -> (check, description of the allowed values)
 KEYS: dict[str, tuple[Any, str]] = {
     "dns": (lambda v: isinstance(v, bool), "true or false"),
     "dns_preset": (lambda v: v is None or v in presets(), f"one of {', '.join(presets())} or null"),
     "dataset_preset": (lambda v: isinstance(v, bool), "true or false"),
     "dns_n": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "dns_k": (lambda v: (_is_int(v) and v >= 1) or _is_share(v), "an integer >= 1 or a share of the items in (0, 1)"),
+    "dns_k": (lambda v: (_is_int(v) and v >= 1) or is_share(v), "an integer >= 1 or a share of the items in (0, 1)"),
     "dns_tau": (lambda v: _is_number(v) and v > 0, "a number > 0"),
     "dns_sampler": (lambda v: v in SAMPLERS, " | ".join(SAMPLERS)),
     "dns_refresh_mb": (lambda v: _is_number(v) and v > 0, "a number > 0 (MiB)"),
@@ -62,7 +59,7 @@ KEYS: dict[str, tuple[Any, str]] = {
     "dns_keep_static": (lambda v: isinstance(v, bool), "true or false"),
     "dns_l2_dns_neg": (lambda v: isinstance(v, bool), "true or false"),
     "dns_warmup": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
-    "dns_skip": (lambda v: (_is_int(v) and v >= 0) or _is_share(v),
+    "dns_skip": (lambda v: (_is_int(v) and v >= 0) or is_share(v),
                  "an integer >= 0 or a share of the items in (0, 1)"),
     "dns_draw": (lambda v: v in DRAWS, " | ".join(DRAWS)),
     "dns_predict": (lambda v: v in PREDICTIONS, " | ".join(PREDICTIONS)),

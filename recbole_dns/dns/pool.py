@@ -21,10 +21,15 @@ from recbole_dns.sampling import exclusion_matrix
 DRAWS = ("batch", "instance")
 
 
+def is_share(value: Any) -> bool:
+    """Whether a ``dns_k`` / ``dns_skip`` value is a share of the catalogue (a float in (0, 1))."""
+    return isinstance(value, float) and 0 < value < 1
+
+
 def catalogue_share(value: float, n_items: int, minimum: int) -> int:
     """``dns_k`` / ``dns_skip`` as an item count: an integer as it is; a share in (0, 1) of the catalogue's
-    ``n_items``, rounded, at least ``minimum``."""
-    if isinstance(value, float) and 0 < value < 1:
+    ``n_items`` (:func:`is_share`), rounded, at least ``minimum``."""
+    if is_share(value):
         return max(minimum, round(value * n_items))
     return int(value)
 
