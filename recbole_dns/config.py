@@ -66,7 +66,7 @@ KEYS: dict[str, tuple[Any, str]] = {
     "dns_weight": (lambda v: v is None or (_is_number(v) and v >= 0), "a number >= 0 or null"),
     "dns_loss": (lambda v: v in LOSSES, " | ".join(LOSSES)),
     "hard_neg": (lambda v: v in HARD_NEGATIVES, " | ".join(HARD_NEGATIVES)),
-    "hard_neg_m": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "hard_neg_m": (lambda v: v == "auto" or (_is_int(v) and v >= 1), "an integer >= 1 or auto"),
     "hard_neg_n": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "ahns_alpha": (lambda v: _is_number(v), "a number"),
     "ahns_beta": (lambda v: _is_number(v), "a number"),

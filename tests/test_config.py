@@ -155,17 +155,26 @@ def test_a_preset_that_sets_hard_neg_gives_the_model_its_hard_negatives():
     hard = make("BPR", dns=True, dns_preset="warmup_band_hard")
     assert issubclass(hard.model_class, HardNegatives) and hard.model_class.__name__ == "BPR_DNS"
     assert (hard["hard_neg"], hard["hard_neg_n"], hard["dns_skip"]) == ("dns_mn", 2, 50)
-    assert not issubclass(make("BPR_DNS").model_class, HardNegatives)
+    assert not issubclass(make("BPR_DNS", dns_preset="warmup_band").model_class, HardNegatives)
     assert not issubclass(make("BPR_DNS", dns_preset="warmup_band_hard", hard_neg="none").model_class, HardNegatives)
 
 
-def test_bpr_dns_defaults_to_the_warm_up_band_and_the_paper_preset_restores_the_paper():
+def test_bpr_dns_defaults_to_the_band_with_the_hardest_of_64_and_the_paper_preset_restores_the_paper():
     import yaml
 
-    band = yaml.safe_load((PROPERTIES / "presets" / "warmup_band.yaml").read_text())
+    from recbole_dns.negatives import HardNegatives
+
+    shipped = yaml.safe_load((PROPERTIES / "presets" / "warmup_band_hard64.yaml").read_text())
     paper = yaml.safe_load((PROPERTIES / "presets" / "paper.yaml").read_text())
+    assert shipped["hard_neg_m"] == "auto" and shipped["hard_neg_n"] == 1 and shipped["dns_skip"] == 50
     for config in (make("BPR_DNS"), make("BPR", dns=True)):
-        assert {k: config[k] for k in band} == band  # the shipped default is the preset that won
+        assert {k: config[k] for k in shipped} == shipped  # the shipped default is the preset that won
+        assert config["learning_rate"] == 0.005 and config["dns_preset"] == "warmup_band_hard64"
+        assert issubclass(config.model_class, HardNegatives)
+    assert make("BPR_DNS", learning_rate=0.001)["learning_rate"] == 0.001  # the user's lr wins
+    assert make("BPR")["learning_rate"] == 0.001  # BPR itself keeps RecBole's default
+    earlier = make("BPR_DNS", dns_preset="warmup_band")
+    assert (earlier["hard_neg"], earlier["dns_skip"]) == ("none", 50)
     pinned = make("BPR_DNS", dns_preset="paper")
     assert {k: pinned[k] for k in paper} == paper
     assert (pinned["dns_warmup"], pinned["dns_sampler"], pinned["dns_skip"]) == (0, "dissimilar", 0)
@@ -180,8 +189,18 @@ def test_bpr_dns_defaults_to_the_warm_up_band_and_the_paper_preset_restores_the_
         assert {k: config[k] for k in paper} == paper
 
 
+def test_the_shipped_bpr_dns_is_exactly_the_row_that_met_the_shipping_rule():
+    # docs/results.md sections 12 and 15 ran this row; the default must resolve to the same run
+    shipped = make("BPR_DNS")
+    measured = make("BPR_DNS", dns_preset="warmup_band_hard", hard_neg_m=64, hard_neg_n=1, learning_rate=0.005)
+    keys = (set(shipped.final_config_dict) | set(measured.final_config_dict)) - {"dns_preset"}
+    assert {k for k in keys if shipped[k] != measured[k]} == {"hard_neg_m"}
+    assert shipped["hard_neg_m"] == "auto"  # 64 on those sparse datasets (test_negatives: the density rule)
+    assert [c.__name__ for c in shipped.model_class.__mro__] == [c.__name__ for c in measured.model_class.__mro__]
+
+
 @pytest.mark.parametrize("model,preset,message", [
-    ("BPR_DNS", "fast", "config key 'dns_preset' must be one of paper, warmup_band, warmup_band_hard or null; got 'fast'"),
+    ("BPR_DNS", "fast", "config key 'dns_preset' must be one of paper, warmup_band, warmup_band_hard, warmup_band_hard64 or null; got 'fast'"),
     ("BPR", "paper", "config key 'dns_preset' applies to a _DNS model (or dns: true); model 'BPR' is not one"),
 ])
 def test_bad_dns_preset_is_one_line(model, preset, message):

@@ -400,7 +400,7 @@ def test_the_papers_study_runs_the_papers_dns_unless_told_otherwise():
     rows = {"reference": "a", "rows": [{"label": "a", "model": "BPR_DNS"}]}
     specs = plan("ablation", ["ml-100k"], {**opts, "variants": rows, "dns_preset": "paper"})
     assert "dns_preset" not in specs[0].config_dict  # an ablation row runs what it says
-    with pytest.raises(ValueError, match="dns_preset must be one of paper, warmup_band, warmup_band_hard or None"):
+    with pytest.raises(ValueError, match="dns_preset must be one of paper, warmup_band, warmup_band_hard, warmup_band_hard64 or None"):
         run_experiment("samplers", ["ml-100k"], "unused", dns_preset="fast", use_ray=False)
 
 

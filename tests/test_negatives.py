@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from recbole_dns import Config, ConfigError
-from recbole_dns.negatives import HardNegatives, ahns_pick, dns_mn_pick
+from recbole_dns import negatives
+from recbole_dns.negatives import HardNegatives, ahns_pick, candidate_scores, dns_mn_pick, resolve_hard_neg_m
 
 
 def _ahns_brute(pos, cands, alpha, beta, p):
@@ -22,6 +23,16 @@ def _ahns_brute(pos, cands, alpha, beta, p):
         dist = [abs(s - target) for s in row]
         out.append(min(range(len(row)), key=lambda j: (dist[j], j)))
     return out
+
+
+@pytest.mark.parametrize("block_bytes", [1, 3 * 5 * 4 * 4, 2**19])  # one row per block, blocks of 3 rows (7 = 3+3+1), one block
+def test_candidate_scores_are_the_inner_products_of_each_users_candidates(monkeypatch, block_bytes):
+    monkeypatch.setattr(negatives, "CPU_BLOCK_BYTES", block_bytes)
+    gen = torch.Generator().manual_seed(0)
+    users, items = torch.randn(7, 4, generator=gen), torch.randn(11, 4, generator=gen)
+    cands = torch.randint(0, 11, (7, 5), generator=gen)
+    brute = torch.tensor([[float(users[b] @ items[cands[b, j]]) for j in range(5)] for b in range(7)])
+    assert torch.allclose(candidate_scores(users, items, cands), brute, atol=1e-6)
 
 
 @pytest.mark.parametrize("alpha,beta,p", [(1.0, 0.1, -2), (0.5, 1.0, 0), (2.0, 0.3, -2.5)])
@@ -88,7 +99,7 @@ def test_graph_and_dns_models_train_with_hard_negatives():
 
 @pytest.mark.parametrize("model,config,message", [
     ("BPR", {"hard_neg": "hardest"}, r"config key 'hard_neg' must be none \| dns_mn \| ahns; got 'hardest'"),
-    ("BPR", {"hard_neg": "dns_mn", "hard_neg_m": 0}, r"config key 'hard_neg_m' must be an integer >= 1; got 0"),
+    ("BPR", {"hard_neg": "dns_mn", "hard_neg_m": 0}, r"config key 'hard_neg_m' must be an integer >= 1 or auto; got 0"),
     ("MixGCF", {"hard_neg": "ahns"}, "hard_neg does not apply to MixGCF, which draws its own negatives"),
     ("NeuMF", {"hard_neg": "ahns"}, "hard_neg applies to pairwise models"),
     ("BPR", {"hard_neg": "ahns", "train_neg_sample_args": {"distribution": "uniform", "sample_num": 1, "dynamic": True,
@@ -97,3 +108,29 @@ def test_graph_and_dns_models_train_with_hard_negatives():
 def test_bad_hard_negative_settings_are_clear_errors(model, config, message):
     with pytest.raises(ConfigError, match=message):
         Config(model=model, dataset="ml-100k", config_dict={**config, "state": "WARNING"}, read_cmd_line=False)
+
+
+class _Counts:
+    def __init__(self, inter_num, user_num, item_num):
+        self.inter_num, self.user_num, self.item_num = inter_num, user_num, item_num
+
+
+@pytest.mark.parametrize("counts,expected", [
+    ((99, 11, 11), 4),       # 99 of 10 x 10 pairs: dense
+    ((1, 11, 11), 4),        # 1 of 100 pairs: exactly the 1% threshold
+    ((9, 101, 11), 64),      # 9 of 100 x 10 = 1000 pairs (0.9%): sparse
+    ((198502, 22364, 12102), 64),  # amazon-beauty's size
+])
+def test_auto_hard_neg_m_follows_the_training_density(counts, expected):
+    assert resolve_hard_neg_m("auto", _Counts(*counts)) == expected
+    assert resolve_hard_neg_m(7, _Counts(*counts)) == 7
+
+
+def test_bpr_dns_default_on_dense_ml_100k_takes_the_hardest_of_4(prepare):
+    shipped = {"dns_preset": "warmup_band_hard64"}  # BPR_DNS.yaml's (the fixture pins the paper's otherwise)
+    _, trainer, train, _, _ = prepare("BPR_DNS", epochs=1, **shipped)
+    data = train.dataset
+    assert data.inter_num / ((data.user_num - 1) * (data.item_num - 1)) > 0.01  # ml-100k's training split is dense
+    assert trainer.model.hard_neg_m == 4 and trainer.model.hard_neg_n == 1
+    _, trainer, _, _, _ = prepare("BPR_DNS", epochs=1, hard_neg_m=64, **shipped)  # the user's value wins
+    assert trainer.model.hard_neg_m == 64

@@ -1,0 +1,103 @@
+"""Seconds per training epoch of BPR_DNS as shipped and of the peers it was measured against, side by side.
+
+    python benchmarks/bench_peers.py --dataset=amazon-beauty --data_path=../shared/datasets
+    python benchmarks/bench_peers.py --dataset=gowalla --data_path=../shared/datasets --batch_size 8192 --epochs 3
+
+Rows (each at the learning rate of docs/results.md, section 15; the rate does not change the cost):
+BPR; BPR with RecBole's ``dynamic`` sampler (the highest-scored of ``--candidates`` uniform candidates, scored
+through ``predict`` in the data loader); BPR with ``hard_neg: dns_mn`` (the same rule scored on the model's
+tables); and BPR_DNS as shipped after its warm-up (the same hard negative, the band's pool and the DNS loss),
+its refresh timed apart and amortised over ``dns_n`` epochs. Training epochs only (no validation), the rows
+alternated epoch by epoch, medians; ratios to BPR's epoch and to the dynamic sampler's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from recbole_dns.quick_start import prepare  # noqa: E402
+
+
+def _timed(fn, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def rows(candidates: int) -> dict[str, tuple[str, dict]]:
+    """label -> (model, config) of the rows timed."""
+    dynamic = {"distribution": "uniform", "sample_num": 1, "dynamic": True, "candidate_num": candidates}
+    return {
+        "BPR": ("BPR", {"learning_rate": 0.005}),
+        f"RecBole dynamic ({candidates})": ("BPR", {"learning_rate": 0.005, "train_neg_sample_args": dynamic}),
+        f"DNS(M,N), hardest of {candidates}": ("BPR", {"learning_rate": 0.005, "hard_neg": "dns_mn",
+                                                      "hard_neg_m": candidates, "hard_neg_n": 1}),
+        "BPR_DNS as shipped": ("BPR_DNS", {}),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="amazon-beauty")
+    parser.add_argument("--data_path", default=str(ROOT.parent / "shared" / "datasets"))
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch_size", type=int, default=2048)
+    parser.add_argument("--candidates", type=int, default=64, help="candidate_num / hard_neg_m of the peers")
+    parser.add_argument("--epochs", type=int, default=3, help="timed epochs per row (after one untimed)")
+    args = parser.parse_args()
+    if args.data_path and not os.path.isdir(os.path.join(args.data_path, args.dataset)):
+        args.data_path = None  # e.g. ml-100k, which RecBole ships
+    common = {"show_progress": False, "state": "WARNING", "train_batch_size": args.batch_size,
+              "use_gpu": args.device == "cuda", **({"data_path": args.data_path} if args.data_path else {})}
+    setups = {}
+    for label, (model, config) in rows(args.candidates).items():
+        if model == "BPR_DNS":
+            config = {**config, "hard_neg_m": args.candidates}
+        cfg, trainer, train, _, _ = prepare(model, args.dataset, None, {**common, **config})
+        if cfg["train_neg_sample_args"].get("dynamic"):
+            train.get_model(trainer.model)  # what RecBole's Trainer.fit does for a dynamic sampler
+        setups[label] = (cfg, trainer, train)
+    _, dns, dns_train = setups["BPR_DNS as shipped"]
+    pool = dns.model.dns_pool
+    first = pool.start  # the first DNS epoch (after the warm-up), where the pool is built
+    epochs = [e for e in range(first, first + 10 * pool.n) if (e - first) % pool.n][: args.epochs + 1]
+    times: dict[str, list[float]] = {label: [] for label in setups}
+    for i, epoch in enumerate([first, *epochs]):
+        for label, (_, trainer, train) in setups.items():
+            t = _timed(lambda: trainer._train_epoch(train, epoch), trainer.device)
+            if i >= 2:  # the first is the refresh epoch of BPR_DNS, the second a warm-up for every row
+                times[label].append(t)
+    assert dns.model.dns_active and pool.refreshes == 1
+    with torch.no_grad():
+        users, items = dns.model.dns_tables()
+    refresh = statistics.median(_timed(lambda: pool.refresh(users, items, first), dns.device) for _ in range(3))
+    med = {label: statistics.median(t) for label, t in times.items()}
+    med["BPR_DNS as shipped"] += refresh / pool.n
+    base, dynamic = med["BPR"], med[f"RecBole dynamic ({args.candidates})"]
+    out = {"dataset": args.dataset, "batch_size": args.batch_size, "threads": torch.get_num_threads(),
+           "device": args.device, "epoch_s": med, "refresh_s": refresh, "dns_n": pool.n}
+    print(json.dumps(out, indent=1))
+    print(f"\n{args.dataset}, batch {args.batch_size}, {args.device}, {torch.get_num_threads()} threads; "
+          f"training epoch, median of {args.epochs} (BPR_DNS: refresh {refresh:.2f} s / dns_n {pool.n} added)")
+    print("| row | s / epoch | vs BPR | vs RecBole dynamic |\n|---|---|---|---|")
+    for label, s in med.items():
+        print(f"| {label} | {s:.2f} | {s / base:.2f}x | {s / dynamic:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
