@@ -190,7 +190,7 @@ def test_bpr_dns_defaults_to_the_band_with_the_hardest_of_64_and_the_paper_prese
 
 
 def test_the_shipped_bpr_dns_is_exactly_the_row_that_met_the_shipping_rule():
-    # docs/results.md sections 12 and 15 ran this row; the default must resolve to the same run
+    # docs/results.md sections 15 and 16 ran this row; the default must resolve to the same run
     shipped = make("BPR_DNS")
     measured = make("BPR_DNS", dns_preset="warmup_band_hard", hard_neg_m=64, hard_neg_n=1, learning_rate=0.005)
     keys = (set(shipped.final_config_dict) | set(measured.final_config_dict)) - {"dns_preset"}
