@@ -18,7 +18,6 @@ import json
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -26,17 +25,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench_dns import _timed  # noqa: E402  (this folder; the same timer as BPR_DNS vs BPR)
+
 from recbole_dns.quick_start import prepare  # noqa: E402
-
-
-def _timed(fn, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
 
 
 def rows(candidates: int) -> dict[str, tuple[str, dict]]:
@@ -72,7 +63,7 @@ def main() -> None:
         if cfg["train_neg_sample_args"].get("dynamic"):
             train.get_model(trainer.model)  # what RecBole's Trainer.fit does for a dynamic sampler
         setups[label] = (cfg, trainer, train)
-    _, dns, dns_train = setups["BPR_DNS as shipped"]
+    _, dns, _ = setups["BPR_DNS as shipped"]
     pool = dns.model.dns_pool
     first = pool.start  # the first DNS epoch (after the warm-up), where the pool is built
     epochs = [e for e in range(first, first + 10 * pool.n) if (e - first) % pool.n][: args.epochs + 1]
