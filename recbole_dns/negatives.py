@@ -83,23 +83,28 @@ def candidate_scores(user_e: torch.Tensor, item_table: torch.Tensor, candidates:
 
 def scoring_tables(model: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """``(users, items)``: the tables a model's scores are inner products of (a DNS variant's ``train_tables``,
-    BPR's ``user_table``/``item_table``, or a graph model's ``forward()``)."""
+    a model's ``score_tables()``, BPR's ``user_table``/``item_table``, or a graph model's ``forward()``)."""
     if hasattr(model, "train_tables"):
         return model.train_tables()
+    if hasattr(model, "score_tables"):
+        return model.score_tables()
     if hasattr(model, "user_table") and hasattr(model, "item_table"):
         return model.user_table(), model.item_table()
-    out = model.forward()
+    try:
+        out = model.forward()
+    except TypeError:  # a forward that needs arguments (SGL's takes its graph)
+        out = None
     if isinstance(out, tuple) and len(out) == 2 and all(isinstance(t, torch.Tensor) for t in out):
         return out
     raise ConfigError(
-        f"hard_neg needs {type(model).__name__}'s score tables: define hard_neg_tables() returning (users, items)"
+        f"hard_neg needs {type(model).__name__}'s score tables: define score_tables() returning (users, items)"
     )
 
 
 class HardNegatives:
     """Mixin: before the model's own ``calculate_loss``, replace the batch's negative with a hard one.
 
-    A model may define ``hard_neg_tables()`` (default :func:`scoring_tables`).
+    The scores are inner products of :func:`scoring_tables` (a model without tables of its own defines ``score_tables()``).
     """
 
     def __init__(self, config: Any, dataset: Any) -> None:

@@ -97,6 +97,22 @@ def test_graph_and_dns_models_train_with_hard_negatives():
         assert 0 < result["test_result"]["ndcg@10"] <= 1
 
 
+@pytest.mark.parametrize("model", ["LightGCN", "SGL", "SimGCL"])
+def test_graph_models_pick_the_candidate_their_own_ranking_scores_highest(prepare, monkeypatch, model):
+    _, trainer, train, _, _ = prepare(model, hard_neg="dns_mn", hard_neg_m=8, hard_neg_n=1)
+    m = trainer.model
+    batch = next(iter(train))
+    users = batch["user_id"][:64]
+    drawn = m.hard_neg_index.sample(users, 8)
+    monkeypatch.setattr(m.hard_neg_index, "sample", lambda u, k: drawn)
+    picked = m.hard_negatives(users, batch["item_id"][:64])
+    m.eval()  # brute force: the model's own full-ranking scores of every item, the highest of each row's candidates
+    with torch.no_grad():
+        scores = m.full_sort_predict({"user_id": users}).view(len(users), -1)
+    expected = drawn.gather(1, scores.gather(1, drawn).argmax(1, keepdim=True)).squeeze(1)
+    assert torch.equal(picked, expected)
+
+
 @pytest.mark.parametrize("model,config,message", [
     ("BPR", {"hard_neg": "hardest"}, r"config key 'hard_neg' must be none \| dns_mn \| ahns; got 'hardest'"),
     ("BPR", {"hard_neg": "dns_mn", "hard_neg_m": 0}, r"config key 'hard_neg_m' must be an integer >= 1 or auto; got 0"),

@@ -16,12 +16,12 @@ class BPR_DNS(DNSModel, BPR):
     term covers the user, positive, negative and contrastive-negative vectors of the batch (the paper
     does not say whether its L2 covers ``i'-``). Prediction is BPR's dot product.
 
-    Defaults differ from the paper (``properties/model/BPR_DNS.yaml``): 10 epochs of BPR's own loss before
-    the first pool, and a pool of each user's cosine ranks 51-150 instead of the 100 least similar items.
-    It beats tuned BPR on amazon-beauty (the one shared dataset run so far) but not RecBole's tuned dynamic
-    sampler at its shipped learning rate; the shipping rule (beat the tuned base and every tuned peer on two
-    of gowalla, yelp2018, amazon-beauty) is not met (docs/results.md, section 8). ``dns_preset: paper``
-    restores the paper's setting.
+    Defaults differ from the paper (``properties/model/BPR_DNS.yaml``, ``dns_preset: warmup_band_hard64``): 10
+    epochs of BPR's own loss before the first pool, a pool of each user's cosine ranks 51-150 instead of the 100
+    least similar items, the hardest of ``hard_neg_m: auto`` uniform candidates as ``i-`` (64 on a sparse
+    catalogue, 4 on a dense one), lr 0.005. It beat tuned BPR and the best tuned peer sampler on amazon-beauty
+    and gowalla and loses yelp2018 to DNS(M,N) (5 seeds each, docs/results.md, sections 15-17).
+    ``dns_preset: paper`` restores the paper's setting.
     """
 
     loss_terms = ("dns", "l2")  # what calculate_loss returns, for error messages

@@ -49,9 +49,13 @@ class SGL(EgoL2Mixin, RecBoleSGL):
         final = torch.stack(layers, dim=1).mean(dim=1)
         return torch.split(final, [self.n_users, self.n_items])
 
+    def score_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(users, items)`` of the full training graph: the tables SGL's scores are inner products of."""
+        return self.forward(self.train_graph)
+
     def full_sort_predict(self, interaction):
         if self.restore_user_e is None or self.restore_item_e is None:
-            self.restore_user_e, self.restore_item_e = self.forward(self.train_graph)
+            self.restore_user_e, self.restore_item_e = self.score_tables()
         return cpu_mm(self.restore_user_e[interaction[self.USER_ID]], self.restore_item_e.t())
 
     def calc_bpr_loss(self, user_emd, item_emd, user_list, pos_item_list, neg_item_list):

@@ -23,7 +23,7 @@ class SGL_DNS(DNSModel, SGL):
     dns_reduction = "sum"
 
     def train_tables(self):
-        return self.forward(self.train_graph)
+        return self.score_tables()
 
     def extra_losses(self, batch: DNSBatch):
         user_sub1, item_sub1 = self.forward(self.sub_graph1)
