@@ -69,7 +69,7 @@ def test_simgcl_views_are_noisy_and_the_plain_forward_is_not(prepare):
 
 
 @pytest.mark.parametrize("model", ["SimGCL", "SimGCL_DNS"])
-def test_simgcl_starts_with_its_propagated_layers_above_the_noise(prepare, model):
+def test_simgcl_starts_from_xavier_and_init_std_lifts_its_propagated_layers_above_the_noise(prepare, model):
     # the cause of SimGCL's stall at lr 0.001: with Xavier the propagated layers start far below eps
     def layer_norms(**cfg):
         _, trainer, _, _, _ = prepare(model, **cfg)
@@ -78,10 +78,11 @@ def test_simgcl_starts_with_its_propagated_layers_above_the_noise(prepare, model
         return [float(torch.cat([users[:, k], items[:, k]]).norm(dim=1).mean()) for k in range(users.shape[1])]
 
     eps = 0.1
-    default, xavier = layer_norms(), layer_norms(init_std=None)
-    assert min(default[1:]) > 2 * eps  # the layers SimGCL uses (1..L) start well above the noise
-    assert max(xavier[1:]) < eps / 2
-    assert default[0] == pytest.approx(8.0, rel=0.05)  # N(0, 1) rows of 64 entries: norm ~ sqrt(64)
+    default, normal = layer_norms(), layer_norms(init_std=1.0)
+    assert max(default[1:]) < eps / 2  # Xavier (the default): the layers SimGCL uses (1..L) start below the noise
+    assert default[0] < 1.0
+    assert min(normal[1:]) > 2 * eps  # N(0, 1): well above it
+    assert normal[0] == pytest.approx(8.0, rel=0.05)  # N(0, 1) rows of 64 entries: norm ~ sqrt(64)
 
 
 def test_init_std_on_a_model_that_does_not_read_it_is_an_error():

@@ -23,15 +23,16 @@ class SimGCL(LightGCN):
     layer 0, as the paper does. Keys: ``eps`` (paper's epsilon, 0.1), ``lambda`` (0.02), ``temperature``
     (tau, 0.2), ``n_layers`` (2), ``reg_weight``.
 
-    Differs from the paper: the embeddings start from ``N(0, init_std**2)`` (``init_std`` 1.0), not Xavier.
-    From Xavier the propagated layers (all SimGCL uses) start below the noise ``eps`` (row norms 0.03 and
-    0.015 on ml-100k); the InfoNCE on normalised views, whose gradient grows as 1/norm, then outweighs BPR's
-    and the BPR term stays at log 2 at lr 0.001 (with ``eps`` 0 too: the InfoNCE, not the noise). From
-    N(0, 1) they start at 0.99 and 0.31 and BPR trains; at lr 0.005 both starts end level (docs/results.md,
-    section 10). ``init_std: null`` restores Xavier. The L2 term is RecBole's (``EmbLoss`` on the layer-0
-    embeddings of the batch, as in RecBole's LightGCN) where the authors' code regularises the propagated
-    embeddings; ``lambda`` defaults to 0.02, not the paper's 0.5, which does not train on ml-100k from either
-    start (validation NDCG@10 0.111 from Xavier, 0.014 from N(0, 1), against 0.248 at 0.02).
+    Starts from RecBole's Xavier initialisation, as the paper does; ``init_std: x`` starts from ``N(0, x**2)``
+    instead. From Xavier the propagated layers (all SimGCL uses) start below the noise ``eps`` (row norms 0.03 and
+    0.015 on ml-100k); the InfoNCE on normalised views, whose gradient grows as 1/norm, then outweighs BPR's and at
+    lr 0.001 the BPR term stays at log 2 on ml-100k (with ``eps`` 0 too: the InfoNCE, not the noise); from N(0, 1)
+    it trains there. At the default lr 0.005 Xavier trains on both datasets measured and N(0, 1) costs a quarter
+    of the quality on amazon-beauty (docs/results.md, sections 10 and 18), so Xavier is the default.
+    The L2 term is RecBole's (``EmbLoss`` on the layer-0 embeddings of the batch, as in RecBole's LightGCN)
+    where the authors' code regularises the propagated embeddings; ``lambda`` defaults to 0.02, not the paper's
+    0.5, which does not train on ml-100k from either start (validation NDCG@10 0.111 from Xavier, 0.014 from
+    N(0, 1), against 0.248 at 0.02).
     """
 
     loss_terms = ("bpr", "l2", "cl")  # what calculate_loss returns, for error messages
