@@ -15,6 +15,8 @@ inner products of the tables the model is trained on (no gradient). A model gets
 
 from __future__ import annotations
 
+import inspect
+
 from typing import Any
 
 import torch
@@ -90,10 +92,10 @@ def scoring_tables(model: Any) -> tuple[torch.Tensor, torch.Tensor]:
         return model.score_tables()
     if hasattr(model, "user_table") and hasattr(model, "item_table"):
         return model.user_table(), model.item_table()
-    try:
-        out = model.forward()
-    except TypeError:  # a forward that needs arguments (SGL's takes its graph)
-        out = None
+    params = inspect.signature(model.forward).parameters.values()
+    # a forward that needs arguments (SGL's takes its graph) cannot give the tables by itself
+    needs_args = any(p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
+    out = None if needs_args else model.forward()
     if isinstance(out, tuple) and len(out) == 2 and all(isinstance(t, torch.Tensor) for t in out):
         return out
     raise ConfigError(

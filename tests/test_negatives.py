@@ -113,6 +113,15 @@ def test_graph_models_pick_the_candidate_their_own_ranking_scores_highest(prepar
     assert torch.equal(picked, expected)
 
 
+def test_a_model_whose_forward_needs_arguments_and_has_no_tables_is_a_clear_error():
+    class NeedsGraph:
+        def forward(self, graph):
+            raise AssertionError("must not be called")
+
+    with pytest.raises(ConfigError, match=r"hard_neg needs NeedsGraph's score tables: define score_tables\(\)"):
+        negatives.scoring_tables(NeedsGraph())
+
+
 @pytest.mark.parametrize("model,config,message", [
     ("BPR", {"hard_neg": "hardest"}, r"config key 'hard_neg' must be none \| dns_mn \| ahns; got 'hardest'"),
     ("BPR", {"hard_neg": "dns_mn", "hard_neg_m": 0}, r"config key 'hard_neg_m' must be an integer >= 1 or auto; got 0"),
