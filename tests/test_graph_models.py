@@ -9,7 +9,7 @@ import torch
 
 from recbole_dns import Config, ConfigError, DNSTrainer, run_recbole_dns
 from recbole_dns.graph import symmetric_norm_adjacency
-from recbole_dns.losses import info_nce
+from recbole_dns.losses import info_nce, info_nce_table
 
 GRAPH_MODELS = ["LightGCN", "SGL", "SimGCL"]
 
@@ -34,7 +34,8 @@ def test_dns_true_selects_the_variant(base):
 
 @pytest.mark.parametrize("model", ["NGCF", "NCL", "DMF"])
 def test_dns_true_on_other_graph_models_names_the_supported_ones(model):
-    with pytest.raises(ConfigError, match=r"not supported for model .*BPR -> BPR_DNS.*LightGCN -> LightGCN_DNS.*SGL -> SGL_DNS.*SimGCL -> SimGCL_DNS"):
+    names = r"not supported for model .*BPR -> BPR_DNS.*LightGCN -> LightGCN_DNS.*SGL -> SGL_DNS.*SimGCL -> SimGCL_DNS"
+    with pytest.raises(ConfigError, match=names):
         Config(model=model, dataset="ml-100k", config_dict={"dns": True}, read_cmd_line=False)
 
 
@@ -101,6 +102,34 @@ def test_info_nce_by_hand():
     row0 = -math.log(math.exp(1 / t) / (math.exp(1 / t) + math.exp(c / t)))
     row1 = -math.log(math.exp(c / t) / (math.exp(0) + math.exp(c / t)))
     assert info_nce(v1, v2, t).item() == pytest.approx((row0 + row1) / 2, rel=1e-6)
+
+
+def test_info_nce_table_by_hand():
+    anchor = torch.tensor([[2.0, 0.0]])
+    table = torch.tensor([[0.0, 1.0], [1.0, 1.0], [-3.0, 0.0]])
+    t = 0.5
+    c = 1 / math.sqrt(2)
+    # cosines with the table's rows: 0, c, -1; the positive is row 1
+    expected = -math.log(math.exp(c / t) / (math.exp(0) + math.exp(c / t) + math.exp(-1 / t)))
+    assert info_nce_table(anchor, table, torch.tensor([1]), t).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_sgl_ssl_loss_equals_recboles_in_value_and_gradient(prepare):
+    from recbole.model.general_recommender.sgl import SGL as RecBoleSGL
+
+    _, trainer, _, _, _ = prepare("SGL")
+    model = trainer.model
+    g = torch.Generator().manual_seed(0)
+    tables = [torch.randn(n, 8, generator=g, requires_grad=True) for n in (30, 30, 40, 40)]
+    users = torch.tensor([0, 3, 3, 29, 7])  # a repeated user, as in a batch
+    items = torch.tensor([1, 39, 5, 5, 0])
+    ours = model.calc_ssl_loss(users, items, *tables)
+    grads = torch.autograd.grad(ours, tables)
+    theirs = RecBoleSGL.calc_ssl_loss(model, users, items, *tables)
+    ref_grads = torch.autograd.grad(theirs, tables)
+    assert ours.item() == pytest.approx(theirs.item(), rel=1e-5)
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_simgcl_loss_parts(prepare):
