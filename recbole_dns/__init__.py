@@ -1,7 +1,8 @@
 """recbole-dns: Dynamic Negative Sampling for contrastive recommendation, as a RecBole extension.
 
 The package's face. Its layers, low to high (nothing imports upward): ``errors``, ``defaults``, ``shims`` ->
-``parallel`` and the helpers (``sampling``, ``graph``, ``losses``, ``stats``) -> ``dns`` (the mechanism) and ``negatives`` (hard negatives for any pairwise model) ->
+``parallel`` and the helpers (``sampling``, ``graph``, ``losses``, ``stats``) -> ``dns`` (the mechanism) and
+``negatives`` (hard negatives for any pairwise model) ->
 ``models`` -> ``trainer``, ``checks``, ``checkpoint``, ``evaluation``, ``diagnostics`` -> ``config`` ->
 ``quick_start`` (the runner) -> ``launcher`` -> ``cli``, ``tune``, ``experiments``.
 """

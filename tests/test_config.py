@@ -200,7 +200,8 @@ def test_the_shipped_bpr_dns_is_exactly_the_row_that_met_the_shipping_rule():
 
 
 @pytest.mark.parametrize("model,preset,message", [
-    ("BPR_DNS", "fast", "config key 'dns_preset' must be one of paper, warmup_band, warmup_band_hard, warmup_band_hard64 or null; got 'fast'"),
+    ("BPR_DNS", "fast",
+     "config key 'dns_preset' must be one of paper, warmup_band, warmup_band_hard, warmup_band_hard64 or null; got 'fast'"),
     ("BPR", "paper", "config key 'dns_preset' applies to a _DNS model (or dns: true); model 'BPR' is not one"),
 ])
 def test_bad_dns_preset_is_one_line(model, preset, message):

@@ -200,7 +200,8 @@ def test_instance_draw_is_fixed_per_instance_and_distinct_within_a_user():
         j = torch.arange(len(mine))
         assert torch.equal(mine, pool.pool[u, pool.perm[u, j % 6]])
     two = pool.sample(users, 2, items)
-    assert two.shape == (len(users), 2) and torch.equal(two[:, 0], pool.pool[users, pool.perm[users, (2 * (j_all := pool.instance_index(users, items))) % 6]])
+    j_all = pool.instance_index(users, items)
+    assert two.shape == (len(users), 2) and torch.equal(two[:, 0], pool.pool[users, pool.perm[users, (2 * j_all) % 6]])
     assert torch.equal(two[:, 1], pool.pool[users, pool.perm[users, (2 * j_all + 1) % 6]])
     pool.refresh(torch.randn(5, 4), torch.randn(40, 4), 2)
     assert not torch.equal(pool.sample(users, 1, items), a)  # a new assignment at the next refresh

@@ -168,7 +168,7 @@ def _markers_agree_with_pvalues(md_text, pvalues, alpha, marker, rows_key):
     """Every significant comparison puts its marker on the right row, and no marker is unexplained."""
     for row in pvalues:
         significant = row["p_holm"] not in ("", "nan") and float(row["p_holm"]) < alpha
-        line = next(l for l in md_text.splitlines() if l.startswith(f"| {row[rows_key]} |"))
+        line = next(ln for ln in md_text.splitlines() if ln.startswith(f"| {row[rows_key]} |"))
         if significant:
             assert marker in line, (row, line)
 
@@ -192,7 +192,7 @@ def test_samplers_and_models_experiments_write_consistent_tables(tmp_path):
     for protocol in ("full", "sampled"):
         section = md.split(f"**ml-100k, {protocol} ranking**")[1].split("**")[0]
         for row in (r for r in pvalues if r["protocol"] == protocol):
-            line = next(l for l in section.splitlines() if l.startswith(f"| {row['b']} |"))
+            line = next(ln for ln in section.splitlines() if ln.startswith(f"| {row['b']} |"))
             ndcg_cell = line.split("|")[4]
             assert ("*" in ndcg_cell) == (float(row["p_holm"]) < 0.01), (row, line)
 
@@ -203,7 +203,7 @@ def test_samplers_and_models_experiments_write_consistent_tables(tmp_path):
     assert "| improvement over BPR |" in md
     for row in _csv(out / "models_pvalues.csv"):
         if row["test"] == "*" and float(row["p_holm"]) < 0.01:
-            line = next(l for l in md.splitlines() if l.startswith(f"| {row['a']} |"))
+            line = next(ln for ln in md.splitlines() if ln.startswith(f"| {row['a']} |"))
             assert "*" in line
     results = (out / "results.md").read_text()
     assert "## samplers" in results and "## models" in results
@@ -278,7 +278,7 @@ def test_ablation_and_diagnose_experiments(tmp_path):
     md = (out / "ablation.md").read_text()
     pvalues = _csv(out / "ablation_pvalues.csv")
     assert {(r["b"], r["metric"]) for r in pvalues} == {("warm-up 1", m) for m in ("ndcg@10", "recall@10", "map@10")}
-    line = next(l for l in md.splitlines() if l.startswith("| warm-up 1 |"))
+    line = next(ln for ln in md.splitlines() if ln.startswith("| warm-up 1 |"))
     p = float(next(r["p_holm"] for r in pvalues if r["metric"] == "ndcg@10"))
     assert ("*" in line.split("|")[3]) == (p < 0.01) and "Rows: `BPR`: BPR {}" in md
     # the marks come from the paired t-test across the two seeds, recomputed here from the runs' CSV
@@ -298,7 +298,7 @@ def test_ablation_and_diagnose_experiments(tmp_path):
 
     run_experiment("diagnose", ["ml-100k"], out, seeds=1, overrides={**TINY, "epochs": 2}, use_ray=False)
     md = (out / "diagnose.md").read_text()
-    row = next(l for l in md.splitlines() if l.startswith("| ml-100k | BPR_DNS |"))
+    row = next(ln for ln in md.splitlines() if ln.startswith("| ml-100k | BPR_DNS |"))
     share = float(row.split("|")[5].split("±")[0])
     assert 0 < share < 1  # the contrastive negative's share of the negatives' softmax weight
     for name in ("quality_vs_time_ml-100k.png", "item_norm_vs_popularity_ml-100k.png"):
@@ -355,7 +355,7 @@ def test_ablation_chooses_each_rows_learning_rate_on_validation(tmp_path):
     adj = {0: min(1, 2 * holm[0]), 1: max(min(1, 2 * holm[0]), holm[1])}
     adj_p = [adj[sorted(range(2), key=lambda i: ps[i]).index(i)] for i in range(2)]
     wins = all(u and p < 0.01 for u, p in zip(ups, adj_p))
-    line = next(l for l in md.splitlines() if l.startswith("| DNS | ml-100k |"))
+    line = next(ln for ln in md.splitlines() if ln.startswith("| DNS | ml-100k |"))
     assert line.rstrip().endswith("| yes |" if wins else "| no |")
     assert [f"({p:.2g})" in line for p in adj_p] == [True, True]
     ref = max(("BPR lr 0.0001", "BPR lr 0.02"), key=lambda c: valid[c])

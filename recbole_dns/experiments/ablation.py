@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from recbole_dns.experiments.figures import markdown, quality_figures
-from recbole_dns.experiments.report import (Family, Group, best_epoch_text, best_valid, cell, change, change_text, compare, datasets_of, gather,
-                                            protocols_of, reach)
+from recbole_dns.experiments.report import (Family, Group, best_epoch_text, best_valid, cell, change, change_text, compare,
+                                            datasets_of, gather, protocols_of, reach)
 from recbole_dns.experiments.runs import METRIC_KEYS, Row, execute, plan_runs
 from recbole_dns.stats import fmt, mean_std, seed_test
 
