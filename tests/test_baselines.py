@@ -19,12 +19,16 @@ def _exclude(n_users=6, n_items=12, density=0.4, seed=0):
     return sp.csr_matrix(mask.astype(np.float32)), mask
 
 
-def test_exclusion_index_contains_matches_brute_force():
-    exclude, mask = _exclude()
-    index = ExclusionIndex(exclude)
-    users = torch.arange(6).repeat_interleave(12)
-    items = torch.arange(12).repeat(6)
+@pytest.mark.parametrize("shape,density", [((6, 12), 0.4), ((7, 13), 0.9), ((3, 5), 0.0), ((40, 33), 0.05)])
+@pytest.mark.parametrize("bitmap_mb", [256, 0])  # a bitmap of the pairs, or sorted keys
+def test_exclusion_index_contains_matches_brute_force(shape, density, bitmap_mb):
+    exclude, mask = _exclude(*shape, density=density)
+    index = ExclusionIndex(exclude, bitmap_mb=bitmap_mb)
+    assert (index.bits is not None) == (bitmap_mb > 0)
+    users = torch.arange(shape[0]).repeat_interleave(shape[1])
+    items = torch.arange(shape[1]).repeat(shape[0])
     assert torch.equal(index.contains(users, items), torch.as_tensor(mask.ravel()))
+    assert torch.equal(index.contains(torch.arange(shape[0]).unsqueeze(1), torch.arange(shape[1])), torch.as_tensor(mask))
 
 
 def test_rejection_sampler_is_uniform_over_allowed_items():
