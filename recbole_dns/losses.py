@@ -26,10 +26,10 @@ def l2_loss(*embeddings: torch.Tensor, require_pow: bool = False) -> torch.Tenso
 
 
 def info_nce(view1: torch.Tensor, view2: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Mean over rows of ``-log softmax`` of row i against all rows of ``view2`` (cosine / temperature)."""
-    v1, v2 = F.normalize(view1, dim=1), F.normalize(view2, dim=1)
-    logits = v1 @ v2.t() / temperature
-    return (torch.logsumexp(logits, dim=1) - logits.diagonal()).mean()
+    """Mean over rows of ``-log softmax`` of row i against all rows of ``view2`` (cosine / temperature): the
+    in-batch InfoNCE of SimGCL, :func:`info_nce_table` with row i of ``view2`` as row i's positive."""
+    rows = torch.arange(view1.shape[0], device=view1.device)
+    return info_nce_table(view1, view2, rows, temperature) / max(1, view1.shape[0])
 
 
 #: rows of ``anchor`` per block in :func:`info_nce_table` on the CPU: a block's ``[rows, n]`` scores stay in cache

@@ -38,9 +38,9 @@ class ExclusionIndex:
         coo = sp.csr_matrix(exclude).tocoo()
         self.n_users, self.n_items = coo.shape
         keys = np.unique(coo.row.astype(np.int64) * self.n_items + coo.col.astype(np.int64))
-        self.keys = torch.as_tensor(keys, device=device)
+        self.device = torch.device(device)
         self.exclude = sp.csr_matrix(exclude)
-        self.bits = None
+        self.bits = self.keys = None  # one of the two, whichever :meth:`contains` searches
         n_bytes = -(-self.n_users * self.n_items // 8)
         if n_bytes <= bitmap_mb * 2**20:
             bits = np.zeros(n_bytes, dtype=np.uint8)
@@ -49,10 +49,12 @@ class ExclusionIndex:
                 first = np.flatnonzero(np.r_[True, byte[1:] != byte[:-1]])
                 bits[byte[first]] = np.bitwise_or.reduceat((1 << (keys & 7)).astype(np.uint8), first)
             self.bits = torch.as_tensor(bits, device=device)
+        else:
+            self.keys = torch.as_tensor(keys, device=device)
 
     def contains(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Bool tensor: whether each ``(users, items)`` pair (broadcast) is excluded."""
-        query = (users.to(self.keys.device) * self.n_items + items.to(self.keys.device)).contiguous()
+        query = (users.to(self.device) * self.n_items + items.to(self.device)).contiguous()
         if self.bits is not None:
             return ((self.bits[query >> 3] >> (query & 7).to(torch.uint8)) & 1).bool()
         pos = torch.searchsorted(self.keys, query).clamp_max(max(len(self.keys) - 1, 0))
@@ -74,7 +76,7 @@ class ExclusionIndex:
         (users who have seen almost everything) are drawn exactly from ``exact(user_ids) -> [U, n_items]``
         probabilities (default: uniform over the allowed items).
         """
-        device = self.keys.device
+        device = self.device
         users = users.to(device)
         if draw is None:
             def draw(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
@@ -100,7 +102,7 @@ class ExclusionIndex:
     def allowed_mask(self, users: torch.Tensor) -> torch.Tensor:
         """``[U, n_items]`` bool: the items each user may get (dense; for small sets of users)."""
         rows = self.exclude[users.cpu().numpy()].toarray() == 0
-        return torch.as_tensor(rows, device=self.keys.device)
+        return torch.as_tensor(rows, device=self.device)
 
     def _exact(self, users: torch.Tensor, exact: Callable[[torch.Tensor], torch.Tensor] | None) -> torch.Tensor:
         probs = exact(users) if exact is not None else self.allowed_mask(users).float()

@@ -6,6 +6,7 @@ import pytest
 import scipy.sparse as sp
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from recbole_dns import Config, ConfigError, DNSTrainer, run_recbole_dns
 from recbole_dns.graph import symmetric_norm_adjacency
@@ -102,6 +103,21 @@ def test_info_nce_by_hand():
     row0 = -math.log(math.exp(1 / t) / (math.exp(1 / t) + math.exp(c / t)))
     row1 = -math.log(math.exp(c / t) / (math.exp(0) + math.exp(c / t)))
     assert info_nce(v1, v2, t).item() == pytest.approx((row0 + row1) / 2, rel=1e-6)
+
+
+def test_info_nce_matches_the_whole_matrix_form_in_value_and_gradient():
+    """SimGCL's in-batch InfoNCE runs through the blocked log-sum-exp: 300 rows cross blocks of 128."""
+    torch.manual_seed(0)
+    v1, v2 = torch.randn(300, 8, requires_grad=True), torch.randn(300, 8, requires_grad=True)
+    t = 0.2
+    logits = F.normalize(v1, dim=1) @ F.normalize(v2, dim=1).t() / t
+    expected = (torch.logsumexp(logits, dim=1) - logits.diagonal()).mean()
+    ref_grads = torch.autograd.grad(expected, (v1, v2))
+    got = info_nce(v1, v2, t)
+    grads = torch.autograd.grad(got, (v1, v2))
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-6)
 
 
 def test_info_nce_table_by_hand():
