@@ -72,6 +72,7 @@ KEYS: dict[str, tuple[Any, str]] = {
     "ahns_beta": (lambda v: _is_number(v), "a number"),
     "ahns_p": (lambda v: _is_number(v), "a number"),
     "init_std": (lambda v: v is None or (_is_number(v) and v > 0), "a number > 0 or null"),
+    "use_layer0": (lambda v: isinstance(v, bool), "true or false"),
     "train_seed": (lambda v: v is None or _is_int(v), "an integer or null"),
     "log_fn_rate": (lambda v: isinstance(v, bool), "true or false"),
     "log_entropy": (lambda v: isinstance(v, bool), "true or false"),
@@ -94,6 +95,9 @@ def validate_config(config: Any) -> None:
     if config["init_std"] is not None and model_class is not None and not getattr(model_class, "init_std_key", False):
         raise ConfigError(f"config key 'init_std' applies to SimGCL and SimGCL_DNS; model {config['model']!r} "
                           "keeps its own initialisation (set init_std: null)")
+    if config["use_layer0"] and model_class is not None and not getattr(model_class, "init_std_key", False):
+        raise ConfigError(f"config key 'use_layer0' applies to SimGCL and SimGCL_DNS; model {config['model']!r} "
+                          "keeps its own layers (set use_layer0: false)")
     if config["dns_loss"] != "softmax":  # the pool's item goes into the base model's own loss, as its one i-
         for key, ok, wanted in (("dns_weight", config["dns_weight"] is None, "null"),
                                 ("dns_negs", config["dns_negs"] == 1, "1"),

@@ -87,11 +87,27 @@ def test_simgcl_starts_from_xavier_and_init_std_lifts_its_propagated_layers_abov
     assert normal[0] == pytest.approx(8.0, rel=0.05)  # N(0, 1) rows of 64 entries: norm ~ sqrt(64)
 
 
+@pytest.mark.parametrize("model", ["SimGCL", "SimGCL_DNS"])
+def test_simgcl_final_embedding_is_the_mean_of_layers_1_to_L_or_0_to_L_with_use_layer0(prepare, model):
+    for use_layer0, first in ((False, 1), (True, 0)):
+        _, trainer, _, _, _ = prepare(model, use_layer0=use_layer0)
+        m = trainer.model
+        with torch.no_grad():
+            users, items = m.layer_embeddings()  # LightGCN's: every layer, unperturbed
+            got_u, got_i = m.forward()
+        torch.testing.assert_close(got_u, users[:, first:].mean(dim=1))
+        torch.testing.assert_close(got_i, items[:, first:].mean(dim=1))
+
+
 def test_init_std_on_a_model_that_does_not_read_it_is_an_error():
     with pytest.raises(ConfigError, match=r"'init_std' applies to SimGCL and SimGCL_DNS; model 'LightGCN'"):
         Config(model="LightGCN", dataset="ml-100k", config_dict={"init_std": 1.0}, read_cmd_line=False)
     with pytest.raises(ConfigError, match=r"'init_std' must be a number > 0 or null; got -1"):
         Config(model="SimGCL", dataset="ml-100k", config_dict={"init_std": -1}, read_cmd_line=False)
+    with pytest.raises(ConfigError, match=r"'use_layer0' applies to SimGCL and SimGCL_DNS; model 'SGL'"):
+        Config(model="SGL", dataset="ml-100k", config_dict={"use_layer0": True}, read_cmd_line=False)
+    with pytest.raises(ConfigError, match=r"'use_layer0' must be true or false; got 'yes'"):
+        Config(model="SimGCL", dataset="ml-100k", config_dict={"use_layer0": "yes"}, read_cmd_line=False)
 
 
 def test_info_nce_by_hand():
