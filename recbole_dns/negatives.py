@@ -16,7 +16,8 @@ inner products of the tables the model is trained on (no gradient). A model gets
 from __future__ import annotations
 
 import inspect
-
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -107,6 +108,8 @@ class HardNegatives:
     """Mixin: before the model's own ``calculate_loss``, replace the batch's negative with a hard one.
 
     The scores are inner products of :func:`scoring_tables` (a model without tables of its own defines ``score_tables()``).
+    A graph model whose ``forward()`` gives those tables (``tables_from_forward``: LightGCN, SimGCL and their DNS
+    variants) propagates once per step: the pick scores the detached tables the loss then trains on.
     """
 
     def __init__(self, config: Any, dataset: Any) -> None:
@@ -123,10 +126,12 @@ class HardNegatives:
         return scoring_tables(self)
 
     @torch.no_grad()
-    def hard_negatives(self, users: torch.Tensor, pos_items: torch.Tensor) -> torch.Tensor:
-        """``[B]``: each instance's negative, picked from ``hard_neg_m`` uniform candidates."""
+    def hard_negatives(self, users: torch.Tensor, pos_items: torch.Tensor,
+                       tables: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """``[B]``: each instance's negative, picked from ``hard_neg_m`` uniform candidates, scored with ``tables``
+        (default: :meth:`hard_neg_tables`)."""
         candidates = self.hard_neg_index.sample(users, self.hard_neg_m)  # [B, M]
-        user_table, item_table = self.hard_neg_tables()
+        user_table, item_table = tables if tables is not None else self.hard_neg_tables()
         user_e = user_table[users]
         cand_scores = candidate_scores(user_e, item_table, candidates)  # [B, M]
         if self.hard_neg == "dns_mn":
@@ -137,10 +142,33 @@ class HardNegatives:
         return candidates.gather(1, col.unsqueeze(1)).squeeze(1)
 
     def calculate_loss(self, interaction: Any) -> Any:
-        if self.training and self.hard_neg != "none":
-            users = interaction[self.USER_ID]
-            interaction[self.NEG_ITEM_ID] = self.hard_negatives(users, interaction[self.ITEM_ID]).to(users.device)
-        return super().calculate_loss(interaction)
+        if not self.training or self.hard_neg == "none":
+            return super().calculate_loss(interaction)
+        users, pos = interaction[self.USER_ID], interaction[self.ITEM_ID]
+        if not getattr(self, "tables_from_forward", False):
+            interaction[self.NEG_ITEM_ID] = self.hard_negatives(users, pos).to(users.device)
+            return super().calculate_loss(interaction)
+        # a graph model: propagate once, with gradient; the pick scores the detached tables, the loss reuses them
+        tables = self.forward()
+        interaction[self.NEG_ITEM_ID] = self.hard_negatives(users, pos, tuple(t.detach() for t in tables)).to(users.device)
+        with forward_returns(self, tables):
+            return super().calculate_loss(interaction)
+
+
+@contextmanager
+def forward_returns(model: torch.nn.Module, tables: tuple[torch.Tensor, torch.Tensor]) -> Iterator[None]:
+    """Inside the block ``model.forward()`` (no arguments, or only false ones such as SimGCL's
+    ``perturbed=False``) returns ``tables`` instead of propagating again; other calls run the model's own."""
+    method = model.forward
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        return tables if not args and not any(kwargs.values()) else method(*args, **kwargs)
+
+    model.__dict__["forward"] = forward
+    try:
+        yield
+    finally:
+        del model.__dict__["forward"]
 
 
 def with_hard_negatives(model_class: type) -> type:

@@ -113,6 +113,50 @@ def test_graph_models_pick_the_candidate_their_own_ranking_scores_highest(prepar
     assert torch.equal(picked, expected)
 
 
+@pytest.mark.parametrize("model,config", [
+    ("LightGCN", {}), ("SimGCL", {}),
+    ("LightGCN_DNS", {"dns_preset": "warmup_band_hard64", "dns_warmup": 0, "dns_k": 20, "dns_skip": 5}),
+    ("LightGCN_DNS", {"dns_loss": "hardest", "dns_candidates": 4, "dns_k": 20}),
+])
+def test_a_graph_step_with_hard_negatives_propagates_once_and_trains_as_if_it_propagated_twice(
+        prepare, monkeypatch, model, config):
+    """The pick's tables are the loss's (one propagation with gradient): same loss and gradients as a pick on
+    tables of their own, with fewer propagations."""
+    import recbole_dns.models.lightgcn as lightgcn_module
+    import recbole_dns.models.simgcl as simgcl_module
+
+    _, trainer, train, _, _ = prepare(model, **{"hard_neg": "dns_mn", "hard_neg_m": 8, "hard_neg_n": 1, **config})
+    m = trainer.model
+    if hasattr(m, "on_epoch_start"):
+        m.on_epoch_start(0)  # the DNS variants' pool
+    batch = next(iter(train))
+    static = batch["neg_item_id"].clone()
+    calls = []
+    for module in (lightgcn_module, simgcl_module):
+        real = module.propagate
+        monkeypatch.setattr(module, "propagate", lambda adj, x, real=real: calls.append(1) or real(adj, x))
+
+    def step(reuse: bool):
+        monkeypatch.setattr(type(m), "tables_from_forward", reuse)
+        m.zero_grad()
+        calls.clear()
+        torch.manual_seed(1)
+        batch["neg_item_id"] = static.clone()  # the step replaces it
+        out = m.calculate_loss(batch)
+        loss = sum(out) if isinstance(out, tuple) else out
+        loss.backward()
+        return loss.item(), [p.grad.clone() for p in m.parameters() if p.grad is not None], len(calls)
+
+    m.train()
+    loss_once, grads_once, props_once = step(True)
+    loss_twice, grads_twice, props_twice = step(False)
+    assert loss_once == pytest.approx(loss_twice, rel=1e-6)
+    assert len(grads_once) == len(grads_twice) > 0
+    for a, b in zip(grads_once, grads_twice):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    assert props_once < props_twice
+
+
 def test_a_model_whose_forward_needs_arguments_and_has_no_tables_is_a_clear_error():
     class NeedsGraph:
         def forward(self, graph):

@@ -25,6 +25,8 @@ class LightGCN(EgoL2Mixin, RecBoleLightGCN):
     """
 
     loss_terms = ("bpr + l2",)  # what calculate_loss returns, for error messages
+    #: ``forward()`` gives the tables ``calculate_loss`` trains and scores on (``hard_neg`` reuses them in a step)
+    tables_from_forward = True
 
     def get_norm_adj_mat(self) -> torch.Tensor:
         return to_csr(symmetric_norm_adjacency(self.interaction_matrix))

@@ -1,0 +1,75 @@
+"""Seconds per training epoch of a graph model with and without hard negatives, and what one propagation per
+step saves: the pick scoring the step's own tables (as shipped) against the pick propagating tables of its own.
+
+    python benchmarks/bench_hard_neg_graph.py --model=LightGCN --dataset=amazon-beauty --data_path=../shared/datasets
+    python benchmarks/bench_hard_neg_graph.py --model=SimGCL --dataset=amazon-beauty --data_path=../shared/datasets
+
+Rows: the base model; ``hard_neg: dns_mn`` with the hardest of ``--candidates`` (the pick scores the tables the
+step's loss propagates, one propagation per step); the same with ``tables_from_forward`` off (the pick propagates
+its own tables without gradient, as before). Training epochs only, the rows alternated epoch by epoch, medians after
+one untimed epoch; ratios to the base's epoch and between the two hard-negative rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench_dns import _timed  # noqa: E402  (this folder; the same timer as BPR_DNS vs BPR)
+
+from recbole_dns.quick_start import prepare  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="LightGCN", choices=["LightGCN", "SimGCL", "LightGCN_DNS", "SimGCL_DNS"])
+    parser.add_argument("--dataset", default="amazon-beauty")
+    parser.add_argument("--data_path", default=str(ROOT.parent / "shared" / "datasets"))
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch_size", type=int, default=2048)
+    parser.add_argument("--candidates", type=int, default=64, help="hard_neg_m")
+    parser.add_argument("--epochs", type=int, default=3, help="timed epochs per row (after one untimed)")
+    args = parser.parse_args()
+    if args.data_path and not os.path.isdir(os.path.join(args.data_path, args.dataset)):
+        args.data_path = None  # e.g. ml-100k, which RecBole ships
+    common = {"show_progress": False, "state": "WARNING", "train_batch_size": args.batch_size,
+              "use_gpu": args.device == "cuda", **({"data_path": args.data_path} if args.data_path else {})}
+    hard = {"hard_neg": "dns_mn", "hard_neg_m": args.candidates, "hard_neg_n": 1}
+    setups = {}
+    for label, config in ((args.model, {}), ("hard negatives, one propagation", hard),
+                          ("hard negatives, their own propagation", hard)):
+        _, trainer, train, _, _ = prepare(args.model, args.dataset, None, {**common, **config})
+        if label.endswith("their own propagation"):
+            trainer.model.tables_from_forward = False
+        setups[label] = (trainer, train)
+    times: dict[str, list[float]] = {label: [] for label in setups}
+    for epoch in range(args.epochs + 1):
+        for label, (trainer, train) in setups.items():
+            t = _timed(lambda: trainer._train_epoch(train, epoch), trainer.device)
+            if epoch:
+                times[label].append(t)
+    med = {label: statistics.median(t) for label, t in times.items()}
+    base = med[args.model]
+    out = {"model": args.model, "dataset": args.dataset, "batch_size": args.batch_size,
+           "threads": torch.get_num_threads(), "device": args.device, "epoch_s": med}
+    print(json.dumps(out, indent=1))
+    print(f"\n{args.model}, {args.dataset}, batch {args.batch_size}, {args.device}, {torch.get_num_threads()} threads; "
+          f"training epoch, median of {args.epochs}")
+    print("| row | s / epoch | vs the base |\n|---|---|---|")
+    for label, s in med.items():
+        print(f"| {label} | {s:.2f} | {s / base:.2f}x |")
+    one, own = med["hard negatives, one propagation"], med["hard negatives, their own propagation"]
+    print(f"\none propagation / their own: {one / own:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
