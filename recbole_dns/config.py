@@ -92,12 +92,12 @@ def validate_config(config: Any) -> None:
     for key in KEYS:
         check_key(key, config[key])
     model_class = getattr(config, "model_class", None)
-    if config["init_std"] is not None and model_class is not None and not getattr(model_class, "init_std_key", False):
-        raise ConfigError(f"config key 'init_std' applies to SimGCL and SimGCL_DNS; model {config['model']!r} "
-                          "keeps its own initialisation (set init_std: null)")
-    if config["use_layer0"] and model_class is not None and not getattr(model_class, "init_std_key", False):
-        raise ConfigError(f"config key 'use_layer0' applies to SimGCL and SimGCL_DNS; model {config['model']!r} "
-                          "keeps its own layers (set use_layer0: false)")
+    reads = getattr(model_class, "simgcl_keys", False) if model_class is not None else True
+    for key, is_set, unset in (("init_std", config["init_std"] is not None, "init_std: null"),
+                               ("use_layer0", bool(config["use_layer0"]), "use_layer0: false")):
+        if is_set and not reads:
+            raise ConfigError(f"config key '{key}' applies to SimGCL and SimGCL_DNS; model {config['model']!r} "
+                              f"keeps its own {'initialisation' if key == 'init_std' else 'layers'} (set {unset})")
     if config["dns_loss"] != "softmax":  # the pool's item goes into the base model's own loss, as its one i-
         for key, ok, wanted in (("dns_weight", config["dns_weight"] is None, "null"),
                                 ("dns_negs", config["dns_negs"] == 1, "1"),

@@ -40,7 +40,7 @@ class SimGCL(LightGCN):
     """
 
     loss_terms = ("bpr", "l2", "cl")  # what calculate_loss returns, for error messages
-    init_std_key = True  # reads ``init_std`` and ``use_layer0`` (other models reject them)
+    simgcl_keys = True  # reads ``init_std`` and ``use_layer0`` (other models reject them)
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
