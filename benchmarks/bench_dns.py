@@ -50,6 +50,22 @@ def _timed(fn, device) -> float:
     return time.perf_counter() - start
 
 
+def add_data_args(parser: argparse.ArgumentParser) -> None:
+    """The options every epoch benchmark here shares: dataset, data path, device, batch size."""
+    parser.add_argument("--dataset", default="amazon-beauty")
+    parser.add_argument("--data_path", default=str(ROOT.parent / "shared" / "datasets"))
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch_size", type=int, default=2048)
+
+
+def data_config(args: argparse.Namespace) -> dict:
+    """The config those options give (``--data_path`` dropped for a dataset RecBole ships, e.g. ml-100k)."""
+    if args.data_path and not os.path.isdir(os.path.join(args.data_path, args.dataset)):
+        args.data_path = None
+    return {"show_progress": False, "state": "WARNING", "train_batch_size": args.batch_size,
+            "use_gpu": args.device == "cuda", **({"data_path": args.data_path} if args.data_path else {})}
+
+
 def _setup(args, model: str, extra: dict | None = None):
     config = {"show_progress": False, "state": "WARNING", "train_batch_size": args.batch_size,
               "dns_k": args.k, "dns_n": args.n, "dns_refresh_mb": args.refresh_mb, "use_gpu": args.device == "cuda"}

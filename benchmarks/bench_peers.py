@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 from pathlib import Path
@@ -25,7 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench_dns import _timed  # noqa: E402  (this folder; the same timer as BPR_DNS vs BPR)
+from bench_dns import _timed, add_data_args, data_config  # noqa: E402  (this folder; the same timer as BPR_DNS vs BPR)
 
 from recbole_dns.quick_start import prepare  # noqa: E402
 
@@ -44,17 +43,11 @@ def rows(candidates: int) -> dict[str, tuple[str, dict]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="amazon-beauty")
-    parser.add_argument("--data_path", default=str(ROOT.parent / "shared" / "datasets"))
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--batch_size", type=int, default=2048)
+    add_data_args(parser)
     parser.add_argument("--candidates", type=int, default=64, help="candidate_num / hard_neg_m of the peers")
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs per row (after one untimed)")
     args = parser.parse_args()
-    if args.data_path and not os.path.isdir(os.path.join(args.data_path, args.dataset)):
-        args.data_path = None  # e.g. ml-100k, which RecBole ships
-    common = {"show_progress": False, "state": "WARNING", "train_batch_size": args.batch_size,
-              "use_gpu": args.device == "cuda", **({"data_path": args.data_path} if args.data_path else {})}
+    common = data_config(args)
     setups = {}
     for label, (model, config) in rows(args.candidates).items():
         if model == "BPR_DNS":
