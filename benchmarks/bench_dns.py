@@ -66,6 +66,17 @@ def data_config(args: argparse.Namespace) -> dict:
             "use_gpu": args.device == "cuda", **({"data_path": args.data_path} if args.data_path else {})}
 
 
+def epoch_table(args: argparse.Namespace, title: str, med: dict[str, float], refs: dict[str, str]) -> None:
+    """Print the medians ``med`` (row -> s / epoch) as JSON and as a markdown table with one ratio column per
+    entry of ``refs`` (column heading -> reference row)."""
+    print(json.dumps({"dataset": args.dataset, "batch_size": args.batch_size, "threads": torch.get_num_threads(),
+                      "device": args.device, "epoch_s": med}, indent=1))
+    print(f"\n{args.dataset}, batch {args.batch_size}, {args.device}, {torch.get_num_threads()} threads; {title}")
+    print("| row | s / epoch | " + " | ".join(refs) + " |\n|---|---|" + "---|" * len(refs))
+    for label, s in med.items():
+        print(f"| {label} | {s:.2f} | " + " | ".join(f"{s / med[ref]:.2f}x" for ref in refs.values()) + " |")
+
+
 def _setup(args, model: str, extra: dict | None = None):
     config = {"show_progress": False, "state": "WARNING", "train_batch_size": args.batch_size,
               "dns_k": args.k, "dns_n": args.n, "dns_refresh_mb": args.refresh_mb, "use_gpu": args.device == "cuda"}

@@ -13,17 +13,15 @@ one untimed epoch; ratios to the base's epoch and between the two hard-negative 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
 
-import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench_dns import _timed, add_data_args, data_config  # noqa: E402  (this folder; the same timer as BPR_DNS vs BPR)
+from bench_dns import _timed, add_data_args, data_config, epoch_table  # noqa: E402  (this folder; the same timer as BPR_DNS vs BPR)
 
 from recbole_dns.quick_start import prepare  # noqa: E402
 
@@ -51,15 +49,7 @@ def main() -> None:
             if epoch:
                 times[label].append(t)
     med = {label: statistics.median(t) for label, t in times.items()}
-    base = med[args.model]
-    out = {"model": args.model, "dataset": args.dataset, "batch_size": args.batch_size,
-           "threads": torch.get_num_threads(), "device": args.device, "epoch_s": med}
-    print(json.dumps(out, indent=1))
-    print(f"\n{args.model}, {args.dataset}, batch {args.batch_size}, {args.device}, {torch.get_num_threads()} threads; "
-          f"training epoch, median of {args.epochs}")
-    print("| row | s / epoch | vs the base |\n|---|---|---|")
-    for label, s in med.items():
-        print(f"| {label} | {s:.2f} | {s / base:.2f}x |")
+    epoch_table(args, f"{args.model}, training epoch, median of {args.epochs}", med, {"vs the base": args.model})
     one, own = med["hard negatives, one propagation"], med["hard negatives, their own propagation"]
     print(f"\none propagation / their own: {one / own:.2f}x")
 

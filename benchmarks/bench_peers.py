@@ -24,7 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench_dns import _timed, add_data_args, data_config  # noqa: E402  (this folder; the same timer as BPR_DNS vs BPR)
+from bench_dns import _timed, add_data_args, data_config, epoch_table  # noqa: E402  (this folder; the same timer as BPR_DNS vs BPR)
 
 from recbole_dns.quick_start import prepare  # noqa: E402
 
@@ -72,15 +72,9 @@ def main() -> None:
     refresh = statistics.median(_timed(lambda: pool.refresh(users, items, first), dns.device) for _ in range(3))
     med = {label: statistics.median(t) for label, t in times.items()}
     med["BPR_DNS as shipped"] += refresh / pool.n
-    base, dynamic = med["BPR"], med[f"RecBole dynamic ({args.candidates})"]
-    out = {"dataset": args.dataset, "batch_size": args.batch_size, "threads": torch.get_num_threads(),
-           "device": args.device, "epoch_s": med, "refresh_s": refresh, "dns_n": pool.n}
-    print(json.dumps(out, indent=1))
-    print(f"\n{args.dataset}, batch {args.batch_size}, {args.device}, {torch.get_num_threads()} threads; "
-          f"training epoch, median of {args.epochs} (BPR_DNS: refresh {refresh:.2f} s / dns_n {pool.n} added)")
-    print("| row | s / epoch | vs BPR | vs RecBole dynamic |\n|---|---|---|---|")
-    for label, s in med.items():
-        print(f"| {label} | {s:.2f} | {s / base:.2f}x | {s / dynamic:.2f}x |")
+    print(json.dumps({"refresh_s": refresh, "dns_n": pool.n}))
+    epoch_table(args, f"training epoch, median of {args.epochs} (BPR_DNS: refresh {refresh:.2f} s / dns_n {pool.n} added)",
+                med, {"vs BPR": "BPR", "vs RecBole dynamic": f"RecBole dynamic ({args.candidates})"})
 
 
 if __name__ == "__main__":
