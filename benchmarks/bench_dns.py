@@ -66,11 +66,12 @@ def data_config(args: argparse.Namespace) -> dict:
             "use_gpu": args.device == "cuda", **({"data_path": args.data_path} if args.data_path else {})}
 
 
-def epoch_table(args: argparse.Namespace, title: str, med: dict[str, float], refs: dict[str, str]) -> None:
-    """Print the medians ``med`` (row -> s / epoch) as JSON and as a markdown table with one ratio column per
-    entry of ``refs`` (column heading -> reference row)."""
-    print(json.dumps({"dataset": args.dataset, "batch_size": args.batch_size, "threads": torch.get_num_threads(),
-                      "device": args.device, "epoch_s": med}, indent=1))
+def epoch_table(args: argparse.Namespace, title: str, med: dict[str, float], refs: dict[str, str],
+                extra: dict | None = None) -> None:
+    """Print the medians ``med`` (row -> s / epoch) as JSON (with ``extra``'s fields) and as a markdown table with
+    one ratio column per entry of ``refs`` (column heading -> reference row)."""
+    print(json.dumps({**(extra or {}), "dataset": args.dataset, "batch_size": args.batch_size,
+                      "threads": torch.get_num_threads(), "device": args.device, "epoch_s": med}, indent=1))
     print(f"\n{args.dataset}, batch {args.batch_size}, {args.device}, {torch.get_num_threads()} threads; {title}")
     print("| row | s / epoch | " + " | ".join(refs) + " |\n|---|---|" + "---|" * len(refs))
     for label, s in med.items():
@@ -78,10 +79,7 @@ def epoch_table(args: argparse.Namespace, title: str, med: dict[str, float], ref
 
 
 def _setup(args, model: str, extra: dict | None = None):
-    config = {"show_progress": False, "state": "WARNING", "train_batch_size": args.batch_size,
-              "dns_k": args.k, "dns_n": args.n, "dns_refresh_mb": args.refresh_mb, "use_gpu": args.device == "cuda"}
-    if args.data_path:
-        config["data_path"] = args.data_path
+    config = {**data_config(args), "dns_k": args.k, "dns_n": args.n, "dns_refresh_mb": args.refresh_mb}
     # the mechanism as the paper has it, from epoch 0 (BPR_DNS's default warms up first)
     return prepare(model, args.dataset, None, with_dns_preset(model, {**config, **(extra or {})}))
 
@@ -172,13 +170,10 @@ def bench_memory(args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="amazon-beauty")
-    parser.add_argument("--data_path", default=str(ROOT.parent / "shared" / "datasets"))
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
+    add_data_args(parser)
     parser.add_argument("--base", default="BPR", help="base model; its _DNS variant is compared to it")
     parser.add_argument("--k", type=int, default=100)
     parser.add_argument("--n", type=int, default=10)
-    parser.add_argument("--batch_size", type=int, default=2048)
     parser.add_argument("--refresh_mb", type=float, default=256.0, help="dns_refresh_mb")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=5)
@@ -189,8 +184,6 @@ def main() -> None:
     if args.mem_child:
         memory_child(args)
         return
-    if args.data_path and not os.path.isdir(os.path.join(args.data_path, args.dataset)):
-        args.data_path = None  # e.g. ml-100k, which RecBole ships
     _, trainer, train, _, _ = _setup(args, args.base + "_DNS")
     res = {"base": args.base, "dataset": args.dataset, "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
            "threads": torch.get_num_threads(), "k": args.k, "n": args.n, "batch_size": args.batch_size}

@@ -49,7 +49,8 @@ def main() -> None:
             if epoch:
                 times[label].append(t)
     med = {label: statistics.median(t) for label, t in times.items()}
-    epoch_table(args, f"{args.model}, training epoch, median of {args.epochs}", med, {"vs the base": args.model})
+    epoch_table(args, f"{args.model}, training epoch, median of {args.epochs}", med, {"vs the base": args.model},
+                {"model": args.model})
     one, own = med["hard negatives, one propagation"], med["hard negatives, their own propagation"]
     print(f"\none propagation / their own: {one / own:.2f}x")
 

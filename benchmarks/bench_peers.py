@@ -14,7 +14,6 @@ alternated epoch by epoch, medians; ratios to BPR's epoch and to the dynamic sam
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -72,9 +71,9 @@ def main() -> None:
     refresh = statistics.median(_timed(lambda: pool.refresh(users, items, first), dns.device) for _ in range(3))
     med = {label: statistics.median(t) for label, t in times.items()}
     med["BPR_DNS as shipped"] += refresh / pool.n
-    print(json.dumps({"refresh_s": refresh, "dns_n": pool.n}))
     epoch_table(args, f"training epoch, median of {args.epochs} (BPR_DNS: refresh {refresh:.2f} s / dns_n {pool.n} added)",
-                med, {"vs BPR": "BPR", "vs RecBole dynamic": f"RecBole dynamic ({args.candidates})"})
+                med, {"vs BPR": "BPR", "vs RecBole dynamic": f"RecBole dynamic ({args.candidates})"},
+                {"refresh_s": refresh, "dns_n": pool.n})
 
 
 if __name__ == "__main__":
