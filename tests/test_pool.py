@@ -1,11 +1,14 @@
 """build_pool against a brute-force numpy reference."""
 
+import math
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
 
 from recbole_dns import build_pool
+from recbole_dns.dns.kernel import blocked_topk, topk_block
 
 
 def _random_case(n_users=37, n_items=53, d=8, density=0.2, seed=0):
@@ -153,3 +156,41 @@ def test_duplicate_entries_in_exclude_are_counted_once():
     )
     pool = build_pool(torch.randn(1, 2), torch.randn(4, 2), exclude, 2)
     assert set(pool[0].tolist()) == {2, 3}
+
+
+@pytest.mark.parametrize("largest", [True, False])
+@pytest.mark.parametrize("width,k,block", [(60, 15, 2), (1003, 12, 10), (999, 40, 3), (65, 32, 2), (40, 3, 7)])
+def test_blocked_topk_equals_torch_topk(largest, width, k, block):
+    gen = torch.Generator().manual_seed(width + k)
+    scores = torch.randn(23, width, generator=gen)
+    fill = -math.inf if largest else math.inf
+    scores[3, : width - k // 2] = fill  # a row with fewer than k finite scores
+    scores[5, ::3] = fill  # excluded columns in an ordinary row
+    ref = torch.topk(scores, k, dim=1, largest=largest, sorted=True)
+    got = blocked_topk(scores, k, largest, block)
+    assert torch.equal(scores.gather(1, got), ref.values)
+    finite = torch.isfinite(ref.values)
+    assert torch.equal(got[finite], ref.indices[finite])  # no ties among the finite scores: the same items
+    assert torch.equal(blocked_topk(scores, k, largest, 1), ref.indices)
+
+
+def test_topk_block_is_about_sqrt_width_over_k_on_the_cpu_only():
+    assert topk_block(12102, 150, "cpu") == 9 and topk_block(40981, 150, "cpu") == 17
+    assert topk_block(53, 10, "cpu") == 2  # the brute-force cases above take the blocked path
+    assert topk_block(200, 150, "cpu") == 1 and topk_block(12102, 150, "cuda") == 1
+
+
+@pytest.mark.parametrize("sampler,largest", [("dissimilar", False), ("similar", True)])
+def test_padded_blocked_refresh_matches_brute_force(sampler, largest):
+    # 1003 items, k 10: block 10, the last 3 columns in no block; user 2 keeps only 6 allowed items
+    user, item, exclude = _random_case(n_users=41, n_items=1003, d=6, density=0.05, seed=7)
+    dense = exclude.toarray() > 0
+    dense[2, :-6] = True
+    exclude = sp.csr_matrix(dense.astype(np.float32))
+    assert topk_block(1003, 10, "cpu") == 10
+    with pytest.warns(RuntimeWarning, match="1 of 41 users have fewer than k=10"):
+        pool = build_pool(torch.from_numpy(user), torch.from_numpy(item), exclude, 10, sampler, chunk_size=16)
+    ref = _reference(user, item, exclude, 10, largest)
+    assert int(pool.max()) < 1003
+    for u in range(41):
+        assert set(pool[u].tolist()) == ref[u], f"user {u}"

@@ -32,6 +32,44 @@ def chunk_size_for(n_items: int, memory_mb: float) -> int:
     return max(1, int(memory_mb * 2**20) // (8 * n_items))
 
 
+def topk_block(width: int, k: int, device: torch.device | str) -> int:
+    """The block size :func:`blocked_topk` uses for rows of ``width`` scores on ``device``: about
+    ``sqrt(width / k)`` (the two ``torch.topk`` calls it makes then read ``2 sqrt(width k)`` scores a row
+    instead of ``width``); 1 (plain ``torch.topk``) off the CPU, where ``torch.topk`` is a radix select, or
+    when rows are too short to gain."""
+    if torch.device(device).type != "cpu":
+        return 1
+    block = round(math.sqrt(width / max(1, k)))
+    return block if block >= 2 and width // block >= k else 1
+
+
+def blocked_topk(scores: torch.Tensor, k: int, largest: bool, block: int) -> torch.Tensor:
+    """``torch.topk(scores, k, dim=1, largest=largest, sorted=True).indices`` (equal up to the order of ties)
+    for a ``[rows, width]`` matrix whose rows are contiguous, in two smaller ``torch.topk`` calls.
+
+    With ``heads = width // block``, column ``j < heads`` heads the strided block ``{j, j + heads, ...,
+    j + (block - 1) heads}``; the last ``width % block`` columns are in no block. The ``k`` blocks with the
+    highest maxima (lowest minima) and those last columns hold a row's ``k`` highest (lowest) scores: any
+    other score is at most the ``k``-th highest block maximum, which ``k`` scores of the chosen blocks reach.
+    On the CPU ``torch.topk`` costs more per score read than the product per score written; this reads the
+    row once for the block extremes (a vectorised reduction over contiguous slices), then runs ``torch.topk``
+    over ``heads`` extremes and ``k * block`` candidates. ``block < 2`` is plain ``torch.topk``.
+    """
+    if block < 2:
+        return torch.topk(scores, k, dim=1, largest=largest, sorted=True).indices
+    rows, width = scores.shape
+    heads = width // block
+    body = scores[:, : heads * block].view(rows, block, heads)
+    extremes = body.amax(1) if largest else body.amin(1)
+    chosen = torch.topk(extremes, k, dim=1, largest=largest, sorted=False).indices  # [rows, k] block heads
+    candidates = body.gather(2, chosen.unsqueeze(1).expand(rows, block, k)).reshape(rows, block * k)
+    if heads * block < width:
+        candidates = torch.cat([candidates, scores[:, heads * block :]], dim=1)
+    at = torch.topk(candidates, k, dim=1, largest=largest, sorted=True).indices  # slice * k + slot, or the tail
+    in_blocks = torch.div(at, k, rounding_mode="floor") * heads + chosen.gather(1, at % k)
+    return torch.where(at < block * k, in_blocks, at + (heads * block - block * k))
+
+
 @dataclass
 class ExclusionRows:
     """An exclusion matrix as :func:`build_pool` reads it: CSR row pointers on the host and on the
@@ -130,13 +168,14 @@ def build_pool(
 
     if dtype not in REFRESH_DTYPES.values():
         raise ValueError(f"dtype must be one of {', '.join(map(str, REFRESH_DTYPES.values()))}; got {dtype!r}")
-    if sampler != "random":
-        user_n = F.normalize(user_emb.float(), dim=1).to(dtype)
-        item_n_t = F.normalize(item_emb.float(), dim=1).to(dtype).t()  # a view: BLAS reads it transposed
     largest = sampler == "similar"
     fill = -math.inf if largest else math.inf
     skip = int(skip)
     kk = min(k + skip, n_items)
+    block = topk_block(n_items, kk, device)
+    if sampler != "random":
+        user_n = F.normalize(user_emb.float(), dim=1).to(dtype)
+        item_n_t = F.normalize(item_emb.float(), dim=1).to(dtype).t()  # a view: BLAS reads it transposed
     cols = torch.arange(k, device=device)
     pool = torch.empty((n_users, k), dtype=torch.long, device=device)
     # one score buffer for every chunk: a fresh chunk-sized allocation per chunk costs page faults
@@ -155,7 +194,7 @@ def build_pool(
             counts = indptr[start + 1 : end + 1] - indptr[start:end]
             rows = torch.repeat_interleave(torch.arange(end - start, device=device), counts)
             scores[rows, indices[lo:hi]] = fill
-        top = torch.topk(scores, kk, dim=1, largest=largest, sorted=True).indices
+        top = blocked_topk(scores, kk, largest, block)
         # allowed items come first (excluded ones score +-inf): take ranks first..first+k-1 of them, where
         # first = skip, or less for a user with fewer than skip + k allowed items; cycle when short of k
         n_allowed = allowed[start:end].unsqueeze(1)
