@@ -181,7 +181,7 @@ def test_topk_block_is_about_sqrt_width_over_k_on_the_cpu_only():
 
 
 @pytest.mark.parametrize("sampler,largest", [("dissimilar", False), ("similar", True)])
-def test_padded_blocked_refresh_matches_brute_force(sampler, largest):
+def test_blocked_refresh_with_a_tail_of_columns_matches_brute_force(sampler, largest):
     # 1003 items, k 10: block 10, the last 3 columns in no block; user 2 keeps only 6 allowed items
     user, item, exclude = _random_case(n_users=41, n_items=1003, d=6, density=0.05, seed=7)
     dense = exclude.toarray() > 0

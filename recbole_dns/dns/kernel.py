@@ -168,14 +168,14 @@ def build_pool(
 
     if dtype not in REFRESH_DTYPES.values():
         raise ValueError(f"dtype must be one of {', '.join(map(str, REFRESH_DTYPES.values()))}; got {dtype!r}")
+    if sampler != "random":
+        user_n = F.normalize(user_emb.float(), dim=1).to(dtype)
+        item_n_t = F.normalize(item_emb.float(), dim=1).to(dtype).t()  # a view: BLAS reads it transposed
     largest = sampler == "similar"
     fill = -math.inf if largest else math.inf
     skip = int(skip)
     kk = min(k + skip, n_items)
     block = topk_block(n_items, kk, device)
-    if sampler != "random":
-        user_n = F.normalize(user_emb.float(), dim=1).to(dtype)
-        item_n_t = F.normalize(item_emb.float(), dim=1).to(dtype).t()  # a view: BLAS reads it transposed
     cols = torch.arange(k, device=device)
     pool = torch.empty((n_users, k), dtype=torch.long, device=device)
     # one score buffer for every chunk: a fresh chunk-sized allocation per chunk costs page faults
