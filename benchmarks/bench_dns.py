@@ -177,6 +177,7 @@ def main() -> None:
     parser.add_argument("--refresh_mb", type=float, default=256.0, help="dns_refresh_mb")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--json", default=None, help="also write the results to this file")
     parser.add_argument("--mem-child", dest="mem_child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.n < 2:
@@ -192,6 +193,8 @@ def main() -> None:
     res.update(bench_epochs(args, res["refresh_s"]))
     res.update(bench_memory(args))
     print(json.dumps(res, indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1))
     print(
         f"\n{args.base}_DNS vs {args.base}, {args.dataset} ({res['n_users']} users x {res['n_items']} items, k={args.k}, n={args.n}, "
         f"batch {args.batch_size}, {res['device']}, {res['threads']} threads)\n"

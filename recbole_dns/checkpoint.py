@@ -91,7 +91,7 @@ def set_rng_state(state: dict, generators: dict[str, torch.Generator] | None = N
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     npy = state["numpy"]
-    np.random.set_state((npy[0], npy[1].numpy().astype(np.uint32), npy[2], npy[3], npy[4]))
+    np.random.set_state((npy[0], npy[1].cpu().numpy().astype(np.uint32), npy[2], npy[3], npy[4]))  # map_location may move it
     torch.set_rng_state(state["torch"].cpu())
     if state.get("cuda") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])

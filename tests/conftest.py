@@ -1,12 +1,18 @@
 import os
+from pathlib import Path
 
 import pytest
 
 
+ROOT = Path(__file__).resolve().parent.parent
+
+
 @pytest.fixture(autouse=True)
 def _in_tmp_dir(tmp_path, monkeypatch):
-    """RecBole writes log/, log_tensorboard/ and saved/ into the working directory: keep them out of the repo."""
+    """RecBole writes log/, log_tensorboard/ and saved/ into the working directory: keep them out of the repo.
+    Scripts the tests start find this checkout first on PYTHONPATH, and whatever PYTHONPATH held after it."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]))
     yield
 
 

@@ -96,7 +96,7 @@ def test_bad_data_is_one_line_from_the_api_and_the_command_line(name, tmp_path, 
 @pytest.mark.parametrize("name", TABLE_ROWS)
 def test_command_line_exits_2_without_traceback(name, tmp_path):
     config, message = _place(tmp_path / "data", name)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = dict(os.environ)  # PYTHONPATH: conftest.py
     out = subprocess.run([sys.executable, str(ROOT / "run_recbole_dns.py"), *_args(tmp_path / "data", name, config)],
                          capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-3000:]
@@ -163,7 +163,7 @@ def test_loss_terms_name_what_calculate_loss_returns(prepare, tmp_path):
         model.train()
         if hasattr(model, "on_epoch_start"):
             model.on_epoch_start(0)
-        losses = model.calculate_loss(next(iter(train)))
+        losses = model.calculate_loss(next(iter(train)).to(train.config["device"]))
         n = len(losses) if isinstance(losses, tuple) else 1
         assert len(model.loss_terms) == n, name
         assert loss_term_names(model, n) == list(model.loss_terms)
@@ -172,7 +172,7 @@ def test_loss_terms_name_what_calculate_loss_returns(prepare, tmp_path):
 
 
 def test_command_line_divergence_is_one_line(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = dict(os.environ)  # PYTHONPATH: conftest.py
     out = subprocess.run([sys.executable, str(ROOT / "run_recbole_dns.py"), "--learning_rate=1e30", "--epochs=1",
                           "--state=WARNING", "--show_progress=False", "--dns_preset=paper"],
                          capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)

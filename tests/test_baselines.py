@@ -105,14 +105,14 @@ def test_pris_proposals_are_valid_and_match_their_sampling_frequency(prepare, pr
     model = trainer.model
     if proposal == "cluster":
         model.build_clusters()
-    users = torch.tensor([1, 50, 300])
-    probs = model.proposal_probs(users)
-    allowed = model.exclusion.allowed_mask(users)
+    users = torch.tensor([1, 50, 300], device=model.device)
+    probs = model.proposal_probs(users).cpu()
+    allowed = model.exclusion.allowed_mask(users).cpu()
     assert torch.allclose(probs.sum(1), torch.ones(3), atol=1e-5)
     assert (probs[~allowed] == 0).all() and (probs >= 0).all()
     torch.manual_seed(0)
     per_user = 4000
-    items, log_q = model.sample_negatives(users.repeat_interleave(per_user))
+    items, log_q = (t.cpu() for t in model.sample_negatives(users.repeat_interleave(per_user)))
     items = items.view(3, -1)
     for row in range(3):
         got = items[row]
@@ -145,10 +145,10 @@ def test_pris_l2_is_per_instance_like_bprs(prepare, monkeypatch):
     """PRIS's L2 over its n_negs negatives is divided by the batch, not by batch x n_negs."""
     _, trainer, train, _, _ = prepare("PRIS", proposal="uniform", n_negs=5, reg_weight=0.1, require_pow=True)
     model = trainer.model
-    batch = next(iter(train))
+    batch = next(iter(train)).to(train.config["device"])
     user, pos = batch["user_id"], batch["item_id"]
-    negs = torch.randint(1, model.n_items, (len(user), 5))
-    monkeypatch.setattr(model, "sample_negatives", lambda users: (negs, torch.zeros(negs.shape)))
+    negs = torch.randint(1, model.n_items, (len(user), 5), device=user.device)
+    monkeypatch.setattr(model, "sample_negatives", lambda users: (negs, torch.zeros(negs.shape, device=negs.device)))
     _, l2 = model.calculate_loss(batch)
     e = [model.user_embedding(user), model.item_embedding(pos), model.item_embedding(negs)]
     assert l2.item() == pytest.approx(0.1 * sum((x**2).sum() / 2 for x in e).item() / len(user), rel=1e-5)

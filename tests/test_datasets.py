@@ -42,7 +42,7 @@ def test_missing_dataset_is_a_clear_error_naming_the_expected_file(tmp_path):
 
 
 def test_command_line_missing_dataset_is_one_line(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = dict(os.environ)  # PYTHONPATH: conftest.py
     out = subprocess.run(
         [sys.executable, str(ROOT / "run_recbole_dns.py"), "--dataset=no-such-data", f"--data_path={tmp_path}"],
         capture_output=True, text=True, env=env, timeout=600,
@@ -76,7 +76,7 @@ def _two_columns(tmp_path: Path, name: str) -> Path:
 
 def test_a_dataset_preset_naming_a_missing_field_is_one_line_that_says_how_to_switch_it_off(tmp_path):
     data = _two_columns(tmp_path, "ml-1m")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = dict(os.environ)  # PYTHONPATH: conftest.py
     out = subprocess.run(
         [sys.executable, str(ROOT / "run_recbole_dns.py"), "--model=BPR", "--dataset=ml-1m", f"--data_path={data}"],
         capture_output=True, text=True, env=env, timeout=600,

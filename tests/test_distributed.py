@@ -181,7 +181,7 @@ def test_checkpoint_of_two_processes_resumes_in_one(two_process_run, prepare):
 
 
 def test_command_line_two_processes(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = dict(os.environ)  # PYTHONPATH: conftest.py
     out = subprocess.run(
         [sys.executable, str(ROOT / "run_recbole_dns.py"), "--nproc=2", f"--port={free_port()}", "--epochs=1",
          "--show_progress=False", "--dns_k=50", "--use_gpu=False"],

@@ -28,7 +28,7 @@ def _formula(user_e, cands, tau, sim="cosine"):
 
 
 def _batch(train):
-    return next(iter(train))
+    return next(iter(train)).to(train.config["device"])
 
 
 @pytest.mark.parametrize("negs,keep_static,sim", [(4, True, "cosine"), (3, False, "cosine"), (1, True, "dot")])
@@ -214,7 +214,7 @@ def test_cosine_prediction_and_l2_coverage(prepare, monkeypatch):
                                       require_pow=True)
     model = trainer.model
     model.on_epoch_start(0)
-    users = torch.tensor([1, 2, 3])
+    users = torch.tensor([1, 2, 3], device=model.device)
     scores = model.full_sort_predict(Interaction({"user_id": users})).view(3, -1)
     ref = F.normalize(model.user_embedding.weight[users], dim=1) @ F.normalize(model.item_embedding.weight, dim=1).t()
     assert torch.allclose(scores, ref, atol=1e-6)

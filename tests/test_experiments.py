@@ -99,7 +99,7 @@ def test_dns_false_negatives_are_counted_from_the_drawn_negatives(prepare, monke
 
     def spy(users, m=1, items=None):
         negs = original(users, m, items)
-        seen.append(np.asarray(positives[users.numpy().copy(), negs.numpy().copy()]).ravel())
+        seen.append(np.asarray(positives[users.cpu().numpy().copy(), negs.cpu().numpy().copy()]).ravel())
         return negs
 
     monkeypatch.setattr(trainer.model.dns_pool, "sample", spy)
@@ -257,7 +257,7 @@ def test_bad_arguments_exit_2_with_one_line(args, message, tmp_path, capsys):
 
 
 def test_command_line_and_recbole_dns_subcommand(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = dict(os.environ)  # PYTHONPATH: conftest.py
     out = subprocess.run([sys.executable, "-m", "recbole_dns.experiments", "nope"], capture_output=True, text=True,
                          env=env, timeout=300)
     assert out.returncode == 2 and "invalid choice: 'nope'" in out.stderr and "Traceback" not in out.stderr

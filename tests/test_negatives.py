@@ -67,7 +67,7 @@ def test_a_pairwise_model_trains_on_the_picked_negative(prepare, monkeypatch, ki
     config, trainer, train, _, _ = prepare("BPR", hard_neg=kind, hard_neg_m=8, hard_neg_n=1)
     model = trainer.model
     assert isinstance(model, HardNegatives) and type(model).__name__ == "BPR"
-    batch = next(iter(train))
+    batch = next(iter(train)).to(train.config["device"])
     users, pos = batch["user_id"], batch["item_id"]
     drawn = model.hard_neg_index.sample(users, 8)
     seen = train._dataset.inter_matrix(form="csr")
@@ -80,7 +80,8 @@ def test_a_pairwise_model_trains_on_the_picked_negative(prepare, monkeypatch, ki
     if kind == "dns_mn":
         col = scores.argmax(1)
     else:
-        col = torch.tensor(_ahns_brute((u * model.item_embedding.weight[pos]).sum(-1).detach(), scores.detach(), 1.0, 0.1, -2))
+        col = torch.tensor(_ahns_brute((u * model.item_embedding.weight[pos]).sum(-1).detach(), scores.detach(), 1.0, 0.1, -2),
+                           device=drawn.device)
     expected = drawn.gather(1, col.unsqueeze(1)).squeeze(1)
     assert torch.equal(batch["neg_item_id"], expected)
     ref = -torch.nn.functional.logsigmoid((u * (model.item_embedding.weight[pos] - model.item_embedding.weight[expected])).sum(-1)).mean()
@@ -101,7 +102,7 @@ def test_graph_and_dns_models_train_with_hard_negatives():
 def test_graph_models_pick_the_candidate_their_own_ranking_scores_highest(prepare, monkeypatch, model):
     _, trainer, train, _, _ = prepare(model, hard_neg="dns_mn", hard_neg_m=8, hard_neg_n=1)
     m = trainer.model
-    batch = next(iter(train))
+    batch = next(iter(train)).to(train.config["device"])
     users = batch["user_id"][:64]
     drawn = m.hard_neg_index.sample(users, 8)
     monkeypatch.setattr(m.hard_neg_index, "sample", lambda u, k: drawn)
@@ -129,7 +130,7 @@ def test_a_graph_step_with_hard_negatives_propagates_once_and_trains_as_if_it_pr
     m = trainer.model
     if hasattr(m, "on_epoch_start"):
         m.on_epoch_start(0)  # the DNS variants' pool
-    batch = next(iter(train))
+    batch = next(iter(train)).to(train.config["device"])
     static = batch["neg_item_id"].clone()
     calls = []
     for module in (lightgcn_module, simgcl_module):

@@ -55,14 +55,14 @@ def test_pool_is_the_dissimilar_pool_of_the_current_tables(prepare):
     config, trainer, train, valid, test = prepare("BPR_DNS", dns_k=15)
     assert trainer.model.on_epoch_start(0) and not trainer.model.on_epoch_start(0)  # built once per refresh epoch
     pool = trainer.model.dns_pool
-    users, items = trainer.model.dns_tables()
+    users, items = (t.detach().cpu() for t in trainer.model.dns_tables())
     exclude = exclusion_matrix(train._dataset).toarray() > 0
     cos = torch.nn.functional.normalize(users, dim=1) @ torch.nn.functional.normalize(items, dim=1).T
     for u in (1, 17, 400, 942):
         allowed = np.flatnonzero(~exclude[u])
         ref = allowed[np.argsort(cos[u, allowed].detach().numpy())[:15]]
         assert set(pool.pool[u].tolist()) == set(ref.tolist())
-        assert not exclude[u, pool.pool[u].numpy()].any()  # never a training positive nor item 0
+        assert not exclude[u, pool.pool[u].cpu().numpy()].any()  # never a training positive nor item 0
 
 
 def test_each_instance_gets_one_negative_from_its_users_pool(prepare, monkeypatch):
@@ -89,7 +89,7 @@ def test_each_instance_gets_one_negative_from_its_users_pool(prepare, monkeypatc
 
 def test_dns_loss_before_the_first_refresh_says_what_to_call(prepare):
     config, trainer, train, valid, test = prepare("BPR_DNS")
-    batch = next(iter(train))
+    batch = next(iter(train)).to(train.config["device"])
     with pytest.raises(RuntimeError, match=r"on_epoch_start\(epoch\)"):
         trainer.model.calculate_loss(batch)
     trainer.model.on_epoch_start(0)
@@ -199,7 +199,7 @@ def test_builtin_recbole_model_runs_through_the_runner():
 
 
 def test_command_line_script(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = dict(os.environ)  # PYTHONPATH: conftest.py
     out = subprocess.run(
         [sys.executable, str(ROOT / "run_recbole_dns.py"), "--epochs=1", "--show_progress=False", "--dns_k=50"],
         capture_output=True, text=True, env=env, timeout=600,
@@ -209,7 +209,7 @@ def test_command_line_script(tmp_path):
 
 
 def test_command_line_unknown_model_is_one_clear_line(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = dict(os.environ)  # PYTHONPATH: conftest.py
     out = subprocess.run(
         [sys.executable, str(ROOT / "run_recbole_dns.py"), "--model=LightGBMX"],
         capture_output=True, text=True, env=env, timeout=600,

@@ -85,7 +85,7 @@ def test_quick_grid_end_to_end_with_retry_and_resume(tmp_path, monkeypatch):
 def test_runner_takes_model_and_dataset_from_a_config_file(tmp_path):
     path = tmp_path / "best.yaml"
     path.write_text("model: BPR\ndataset: ml-100k\ndns: true\nepochs: 1\nshow_progress: false\n")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = dict(os.environ)  # PYTHONPATH: conftest.py
     out = subprocess.run([sys.executable, str(ROOT / "run_recbole_dns.py"), f"--config_files={path}"],
                          capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -119,7 +119,7 @@ def test_space_specs():
      "--set takes KEY=VALUE"),
 ])
 def test_sweep_command_line_errors(args, message):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = dict(os.environ)  # PYTHONPATH: conftest.py
     out = subprocess.run([sys.executable, str(ROOT / "tune" / "sweep.py"), *args], capture_output=True, text=True,
                          env=env, cwd=ROOT, timeout=300)
     assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr

@@ -86,7 +86,7 @@ def test_the_variant_loss_is_the_dns_loss_on_the_named_tables(prepare):
     assert isinstance(trainer, DNSTrainer)
     model = trainer.model
     model.on_epoch_start(0)
-    batch = next(iter(train))
+    batch = next(iter(train)).to(train.config["device"])
     torch.manual_seed(3)
     (loss,) = model.calculate_loss(batch)
     torch.manual_seed(3)
@@ -129,5 +129,5 @@ def test_a_dns_checkpoint_loads_into_its_base_for_prediction(tmp_path):
     _, dns_model, *_ = load_data_and_model(path)
     config, bpr, *_ = load_data_and_model(path, model="BPR")
     assert config["model"] == "BPR" and type(bpr).__name__ == "BPR" and not config["dns"]
-    users = Interaction({"user_id": torch.arange(1, 50)})
+    users = Interaction({"user_id": torch.arange(1, 50)}).to(bpr.device)
     assert torch.equal(bpr.full_sort_predict(users), dns_model.full_sort_predict(users))
