@@ -29,7 +29,7 @@ def paired_ttest(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
 class SeedTest:
     """``a`` against ``b`` across training seeds: the seeds both have (``n``), the two-sided p-value of the
     paired t-test over them, and the relative change ``mean(a - b) / mean(b)`` with its confidence interval
-    (``nan`` with fewer than two seeds)."""
+    (``nan`` with fewer than two seeds, and when every seed gives the same nonzero difference)."""
 
     n: int
     p: float
@@ -56,9 +56,8 @@ def seed_test(a: Mapping[int, float], b: Mapping[int, float], confidence: float 
     if n < 2:
         return SeedTest(n, np.nan, change, np.nan, np.nan)
     sd = d.std(ddof=1)
-    if sd == 0:
-        p = 1.0 if d.mean() == 0 else 0.0
-        return SeedTest(n, p, change, change, change)
+    if sd == 0:  # every seed the same difference: no t-test (its t is 0/0 or infinite), no interval
+        return SeedTest(n, 1.0, 0.0, 0.0, 0.0) if d.mean() == 0 else SeedTest(n, np.nan, change, np.nan, np.nan)
     half = stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / np.sqrt(n)
     return SeedTest(n, float(stats.ttest_rel(x, y).pvalue), float(change), float((d.mean() - half) / base),
                     float((d.mean() + half) / base))

@@ -63,6 +63,12 @@ def test_seed_test_by_hand():
     assert wide.low < 0 < wide.high and wide.p > 0.05
     one = seed_test({0: 0.3}, {0: 0.25})
     assert one.n == 1 and math.isnan(one.p) and math.isnan(one.low) and one.change == pytest.approx(0.2)
+    # the same difference on every seed: no spread, so no p-value and no interval (not p = 0)
+    flat = seed_test({0: 0.75, 1: 0.5}, {0: 0.5, 1: 0.25})  # exact in binary: d = 0.25 twice
+    assert flat.n == 2 and math.isnan(flat.p) and math.isnan(flat.low) and math.isnan(flat.high)
+    assert flat.change == pytest.approx(0.25 / 0.375)
+    same = seed_test({0: 0.3, 1: 0.2}, {0: 0.3, 1: 0.2})
+    assert (same.p, same.change, same.low, same.high) == (1.0, 0.0, 0.0, 0.0)
 
 
 def test_holm_by_hand():
@@ -240,6 +246,21 @@ def test_a_failing_run_is_reported_and_the_others_finish(tmp_path):
     md = (out / "models.md").read_text()
     assert "Runs that failed: ml-100k BPR_DNS seed 0: ConfigError: config key 'dns_k' must be between 1" in md
     assert "| BPR |" in md
+
+
+def test_report_only_trains_nothing_and_reports_the_runs_on_disk(tmp_path, capsys):
+    from recbole_dns.experiments import parser
+
+    out = tmp_path / "exp"
+    run_experiment("models", ["ml-100k"], out, models=["BPR"], seeds=1, overrides=TINY, use_ray=False)
+    files = sorted((out / "runs").glob("*.json"))
+    assert len(files) == 1
+    capsys.readouterr()
+    run_experiment("models", ["ml-100k"], out, models=["BPR"], seeds=2, overrides=TINY, use_ray=False, train=False)
+    assert sorted((out / "runs").glob("*.json")) == files  # seed 1 was not trained
+    assert "1 run(s) missing, not trained (report only), 1 done" in capsys.readouterr().out
+    assert "| BPR |" in (out / "models.md").read_text()
+    assert parser().parse_args(["models", "--report-only"]).report_only
 
 
 @pytest.mark.parametrize("args,message", [

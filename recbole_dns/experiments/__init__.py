@@ -42,9 +42,10 @@ def run_experiment(experiment: str, datasets: list[str], out: str | Path, *, mod
                    n_values: tuple = grid.N_VALUES, k_values: tuple = grid.K_VALUES, n_fixed: int = default("dns_n"),
                    k_fixed: int = default("dns_k"), address: str | None = None, use_ray: bool = True,
                    cpus_per_run: float = 1, parallel: int = 0, variants: dict | None = None,
-                   dns_preset: str | None = PAPER_PRESET, command: str | None = None) -> Path:
+                   dns_preset: str | None = PAPER_PRESET, command: str | None = None, train: bool = True) -> Path:
     """Run (or resume) an experiment and write ``OUT/results.md`` (all experiments written to OUT so far),
-    ``OUT/<experiment>_*.csv`` and the figures. Returns the path of ``results.md``."""
+    ``OUT/<experiment>_*.csv`` and the figures. Returns the path of ``results.md``. ``train=False`` trains
+    nothing: the report of the runs already on disk."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}; got {protocol!r}")
     if dns_preset not in (*presets(), None):
@@ -60,7 +61,7 @@ def run_experiment(experiment: str, datasets: list[str], out: str | Path, *, mod
     opts = dict(protocol=protocol, seeds=seeds, budget=budget, overrides=overrides or {}, data_path=data_path,
                 test_sets=test_sets, negatives=negatives, models=models, n_values=n_values, k_values=k_values,
                 n_fixed=n_fixed, k_fixed=k_fixed, variants=variants, dns_preset=dns_preset)
-    run = dict(address=address, use_ray=use_ray, cpus_per_run=cpus_per_run, parallel=parallel)
+    run = dict(address=address, use_ray=use_ray, cpus_per_run=cpus_per_run, parallel=parallel, train=train)
     module = MODULES.get(experiment)
     if hasattr(module, "setup"):
         module.setup(datasets, out, opts, run)
@@ -107,6 +108,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cpus-per-run", type=float, default=1, help="CPUs (and torch threads) per training run")
     p.add_argument("--parallel", type=int, default=0, help="runs at once (default: as many as the CPUs allow)")
     p.add_argument("--no-ray", action="store_true", help="run one after another in this process")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: write the report from the runs already in --out (missing ones are left out)")
     p.add_argument("--dns-preset", choices=[*presets(), OWN_DEFAULTS], default=PAPER_PRESET,
                    help=f"the DNS variants' setting in samplers, models, grid, entropy, diagnose: the paper's (default), "
                         f"{', '.join(name for name in presets() if name != PAPER_PRESET)}, or each model's own defaults ({OWN_DEFAULTS})")
@@ -140,7 +143,8 @@ def main(argv: list[str] | None = None) -> Path:
             negatives=args.negatives, alpha=args.alpha, n_values=tuple(args.n_values), k_values=tuple(args.k_values),
             n_fixed=args.n_fixed, k_fixed=args.k_fixed, address=args.address, use_ray=not args.no_ray,
             cpus_per_run=args.cpus_per_run, parallel=args.parallel, variants=variants,
-            dns_preset=None if args.dns_preset == OWN_DEFAULTS else args.dns_preset, command=command)
+            dns_preset=None if args.dns_preset == OWN_DEFAULTS else args.dns_preset, command=command,
+            train=not args.report_only)
     except (ConfigError, ValueError) as err:
         p.exit(2, f"{p.prog}: error: {err}\n")
 

@@ -253,7 +253,8 @@ def table(out: Path, groups: list[Group], reference: str | dict[str, str], alpha
                 delta = valid_delta = ""
                 if ref is not None and g is not ref:
                     test = change(ref, g, protocol, "ndcg@10")
-                    delta = f"{change_text(test)} ({adj.get((g.label, 'ndcg@10'), np.nan):.2g})"
+                    p = adj.get((g.label, 'ndcg@10'), np.nan)
+                    delta = f"{change_text(test)} ({f'{p:.2g}' if np.isfinite(p) else 'n/a'})"  # n/a: < 2 seeds, no spread
                     valid_delta = change_text(seed_test(g.valid_by_seed("ndcg@10"), ref.valid_by_seed("ndcg@10")))
                 lines.append(f"| {g.label} | {fmt(*valid)} | " + " | ".join(cell(g, protocol, m, marks[m]) for m in METRIC_KEYS)
                              + f" | {valid_delta} | {delta} | {best_epoch_text(g)} | {g.mean_of('s_per_epoch'):.2f} | {reach(g, target)} |")

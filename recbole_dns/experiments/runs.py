@@ -290,9 +290,10 @@ def load_per_user(out: Path, run_id: str) -> dict[str, dict[str, np.ndarray]]:
 
 # ---- running many --------------------------------------------------------------------------------------
 def execute(specs: list[RunSpec], out: Path, *, address: str | None = None, use_ray: bool = True,
-            cpus_per_run: float = 1, parallel: int = 0) -> list[dict]:
+            cpus_per_run: float = 1, parallel: int = 0, train: bool = True) -> list[dict]:
     """Run every spec whose result is not on disk yet (errored ones again), in parallel through Ray unless
-    ``use_ray`` is false. Prints a line as each run finishes, with an estimate of the time left."""
+    ``use_ray`` is false (``train=False``: none, only count them). Prints a line as each run finishes, with an
+    estimate of the time left."""
     out.mkdir(parents=True, exist_ok=True)
     todo = []
     for spec in dict.fromkeys(specs):  # unique, in order
@@ -300,6 +301,10 @@ def execute(specs: list[RunSpec], out: Path, *, address: str | None = None, use_
         if done is None or done.get("status") != "ok":
             todo.append(spec)
     skipped = len(set(specs)) - len(todo)
+    if not train:
+        print(f"{len(todo)} run(s) missing, not trained (report only), {skipped} done (results in {out / 'runs'})",
+              flush=True)
+        return []
     print(f"{len(todo)} run(s) to do, {skipped} already done (results in {out / 'runs'})", flush=True)
     if not todo:
         return []
