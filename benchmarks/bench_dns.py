@@ -109,9 +109,9 @@ def bench_refresh(args, trainer, train) -> dict:
             "chunk_users": chunk_size_for(items.shape[0], args.refresh_mb)}
 
 
-def bench_epochs(args, refresh_s: float) -> dict:
+def bench_epochs(args, refresh_s: float, dns, dns_train) -> dict:
+    """The ``_DNS`` variant's epochs (``dns``, the trainer (a) measured) against its base's, alternated."""
     _, bpr, bpr_train, _, _ = _setup(args, args.base)
-    _, dns, dns_train, _, _ = _setup(args, args.base + "_DNS")
     dns.model.on_epoch_start(0)
     device = dns.device
     # the refresh is kept out of the timed epochs (none is a multiple of dns_n) and added back below,
@@ -136,13 +136,13 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def memory_child(args) -> None:
-    """Child process: peak memory of one refresh above the state just before it (printed as JSON)."""
-    _, trainer, train, _, _ = _setup(args, args.base + "_DNS")
+def refresh_memory(args, trainer, train, mode: str) -> dict:
+    """Peak memory of one refresh (``mode``: ``chunked`` or ``unchunked``) above the state just before it: the CUDA
+    allocator's peak, or on the CPU the peak RSS (run it in a fresh process there: :func:`memory_child`)."""
     with torch.no_grad():
         users, items = (t.detach() for t in trainer.model.dns_tables())
     exclude = exclusion_matrix(train._dataset)
-    chunk = users.shape[0] if args.mem_child == "unchunked" else chunk_size_for(items.shape[0], args.refresh_mb)
+    chunk = users.shape[0] if mode == "unchunked" else chunk_size_for(items.shape[0], args.refresh_mb)
     device = trainer.device
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -156,12 +156,23 @@ def memory_child(args) -> None:
         before = _status_kib("VmHWM")
         build_pool(users, items, exclude, args.k, "dissimilar", chunk)
         extra = (_status_kib("VmHWM") - before) * 1024
-    print(json.dumps({"extra_bytes": extra, "chunk_users": chunk}))
+    return {"extra_bytes": extra, "chunk_users": chunk}
 
 
-def bench_memory(args) -> dict:
+def memory_child(args) -> None:
+    """Child process: :func:`refresh_memory` on a fresh trainer (printed as JSON)."""
+    _, trainer, train, _, _ = _setup(args, args.base + "_DNS")
+    print(json.dumps(refresh_memory(args, trainer, train, args.mem_child)))
+
+
+def bench_memory(args, trainer, train) -> dict:
+    """(c): on CUDA in this process (the allocator's peak is exact), on the CPU in a child process each."""
     out = {}
     for mode in ("chunked", "unchunked"):
+        if trainer.device.type == "cuda":
+            torch.cuda.empty_cache()
+            out[mode] = refresh_memory(args, trainer, train, mode)["extra_bytes"] / 2**20
+            continue
         cmd = [sys.executable, __file__, *sys.argv[1:], f"--mem-child={mode}"]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
         out[mode] = json.loads(proc.stdout.strip().splitlines()[-1])["extra_bytes"] / 2**20
@@ -189,9 +200,8 @@ def main() -> None:
     res = {"base": args.base, "dataset": args.dataset, "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
            "threads": torch.get_num_threads(), "k": args.k, "n": args.n, "batch_size": args.batch_size}
     res.update(bench_refresh(args, trainer, train))
-    del trainer, train
-    res.update(bench_epochs(args, res["refresh_s"]))
-    res.update(bench_memory(args))
+    res.update(bench_epochs(args, res["refresh_s"], trainer, train))
+    res.update(bench_memory(args, trainer, train))
     print(json.dumps(res, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))
