@@ -5,8 +5,8 @@
 #   2. the pool refresh benchmark (benchmarks/bench_refresh.py): 1e5 x 1e5 and 1e5 x 1e6 in float32,
 #      float16 and bfloat16, and 1e6 x 1e6 (float32, 1e5 users measured, extrapolated) with
 #      dns_refresh_mb 256 and 4096;
-#   3. a DNS epoch against its base's (benchmarks/bench_dns.py): BPR and SimGCL on amazon-beauty (each run
-#      loads the dataset five times: 60-110 s on an H200 machine);
+#   3. a DNS epoch against its base's (benchmarks/bench_dns.py): BPR and SimGCL on amazon-beauty (60-110 s
+#      each on an H200 machine when a run loaded the dataset five times; twice on CUDA since);
 #   4. one epoch and one validation of every model on the largest shared dataset (yelp2018).
 #
 #   bash benchmarks/gpu_check.sh           # on a machine with a GPU (exits 2 without one)
