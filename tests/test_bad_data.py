@@ -2,7 +2,6 @@
 ``run_recbole_dns(...)`` and from ``run_recbole_dns.py`` (exit status 2, no traceback); a loss that
 turns nan stops the run with epoch, model and term, and its last good checkpoint resumes."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -96,9 +95,8 @@ def test_bad_data_is_one_line_from_the_api_and_the_command_line(name, tmp_path, 
 @pytest.mark.parametrize("name", TABLE_ROWS)
 def test_command_line_exits_2_without_traceback(name, tmp_path):
     config, message = _place(tmp_path / "data", name)
-    env = dict(os.environ)  # PYTHONPATH: conftest.py
     out = subprocess.run([sys.executable, str(ROOT / "run_recbole_dns.py"), *_args(tmp_path / "data", name, config)],
-                         capture_output=True, text=True, env=env, timeout=600)
+                         capture_output=True, text=True, timeout=600)
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-3000:]
     assert out.stderr.strip().splitlines()[-1] == f"run_recbole_dns.py: error: {message}"
 
@@ -172,10 +170,9 @@ def test_loss_terms_name_what_calculate_loss_returns(prepare, tmp_path):
 
 
 def test_command_line_divergence_is_one_line(tmp_path):
-    env = dict(os.environ)  # PYTHONPATH: conftest.py
     out = subprocess.run([sys.executable, str(ROOT / "run_recbole_dns.py"), "--learning_rate=1e30", "--epochs=1",
                           "--state=WARNING", "--show_progress=False", "--dns_preset=paper"],
-                         capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-3000:]
     line = out.stderr.strip().splitlines()[-1]
     assert line.startswith("run_recbole_dns.py: error: epoch 0, batch ")

@@ -181,11 +181,10 @@ def test_checkpoint_of_two_processes_resumes_in_one(two_process_run, prepare):
 
 
 def test_command_line_two_processes(tmp_path):
-    env = dict(os.environ)  # PYTHONPATH: conftest.py
     out = subprocess.run(
         [sys.executable, str(ROOT / "run_recbole_dns.py"), "--nproc=2", f"--port={free_port()}", "--epochs=1",
          "--show_progress=False", "--dns_k=50", "--use_gpu=False"],
-        capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path,
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "test ndcg@10:" in out.stdout

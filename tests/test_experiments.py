@@ -278,9 +278,8 @@ def test_bad_arguments_exit_2_with_one_line(args, message, tmp_path, capsys):
 
 
 def test_command_line_and_recbole_dns_subcommand(tmp_path):
-    env = dict(os.environ)  # PYTHONPATH: conftest.py
     out = subprocess.run([sys.executable, "-m", "recbole_dns.experiments", "nope"], capture_output=True, text=True,
-                         env=env, timeout=300)
+                         timeout=300)
     assert out.returncode == 2 and "invalid choice: 'nope'" in out.stderr and "Traceback" not in out.stderr
     from recbole_dns.cli import main
 

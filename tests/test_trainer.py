@@ -1,7 +1,6 @@
 """The DNS trainer: refresh schedule, per-batch negatives, checkpoints, resume, end-to-end runs."""
 
 import glob
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -199,20 +198,18 @@ def test_builtin_recbole_model_runs_through_the_runner():
 
 
 def test_command_line_script(tmp_path):
-    env = dict(os.environ)  # PYTHONPATH: conftest.py
     out = subprocess.run(
         [sys.executable, str(ROOT / "run_recbole_dns.py"), "--epochs=1", "--show_progress=False", "--dns_k=50"],
-        capture_output=True, text=True, env=env, timeout=600,
+        capture_output=True, text=True, timeout=600,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "test ndcg@10:" in out.stdout and "map@10" in out.stdout
 
 
 def test_command_line_unknown_model_is_one_clear_line(tmp_path):
-    env = dict(os.environ)  # PYTHONPATH: conftest.py
     out = subprocess.run(
         [sys.executable, str(ROOT / "run_recbole_dns.py"), "--model=LightGBMX"],
-        capture_output=True, text=True, env=env, timeout=600,
+        capture_output=True, text=True, timeout=600,
     )
     assert out.returncode == 2
     assert "unknown model 'LightGBMX'" in out.stderr and "Traceback" not in out.stderr
