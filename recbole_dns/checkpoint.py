@@ -49,8 +49,11 @@ def config_to_dict(config: Any) -> dict:
 
 
 def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
-    """Save a checkpoint made of tensors and plain types (converted by :func:`to_plain`)."""
-    torch.save(to_plain(state), path)
+    """Save a checkpoint made of tensors and plain types (converted by :func:`to_plain`), atomically: a process
+    killed while writing leaves the previous file whole."""
+    tmp = f"{os.fspath(path)}.{os.getpid()}.tmp"
+    torch.save(to_plain(state), tmp)
+    os.replace(tmp, path)
 
 
 def load_checkpoint(path: str | os.PathLike, device: torch.device | str | None = None) -> dict:

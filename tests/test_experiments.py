@@ -500,3 +500,42 @@ def test_local_ray_runs_its_workers_at_the_drivers_priority(monkeypatch):
     monkeypatch.setenv("RAY_worker_niceness", "7")
     init_ray()
     assert seen[-1] == (None, "7")  # the user's setting wins
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_an_interrupted_run_resumes_from_its_last_validation_as_the_uninterrupted_run(tmp_path):
+    """A run killed after a validation (a session's end) continues from it: pool, optimiser, random generators,
+    early stopping, best checkpoint, curve and diagnostics as if it had never stopped."""
+    from recbole_dns.experiments.runs import RunSpec, train_and_evaluate
+
+    config = {"epochs": 7, "eval_step": 1, "stopping_step": 2, "train_batch_size": 4096, "dns_preset": "paper",
+              "dns_n": 2, "dns_k": 50, "learning_rate": 0.05, "log_fn_rate": True,
+              "use_gpu": os.environ.get("RECBOLE_DNS_TEST_GPU", "0") == "1"}
+    spec = RunSpec("ablation", "ml-100k", "BPR_DNS", "DNS", 1, config=tuple(sorted(config.items())))
+    whole = train_and_evaluate(spec, str(tmp_path / "whole"), progress=lambda line: None)
+    assert 3 < whole["best_epoch"] < 6  # the best checkpoint is neither the cut's nor the last epoch's
+
+    def stop_after_epoch_4(line):  # the progress line follows the validation's saved state
+        if "epoch 4/7" in line:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        train_and_evaluate(spec, str(tmp_path / "cut"), progress=stop_after_epoch_4)
+    state = tmp_path / "cut" / "checkpoints" / spec.run_id
+    assert (state / "resume.pth").is_file() and [p.name for p in state.glob("resume-*.json")] == ["resume-3.json"]
+    lines = []
+    resumed = train_and_evaluate(spec, str(tmp_path / "cut"), progress=lines.append)
+    assert "resumed after epoch 4" in lines[0] and "epoch 5/7" in lines[1]
+    for key in ("best_epoch", "epochs", "valid", "tests", "fn_rates", "n_users"):
+        assert resumed[key] == whole[key], key
+    assert [c["valid_ndcg@10"] for c in resumed["curve"]] == [c["valid_ndcg@10"] for c in whole["curve"]]
+    assert [r["fn_rate_dns"] for r in resumed["diagnostics"]] == [r["fn_rate_dns"] for r in whole["diagnostics"]]
+    assert len(resumed["curve"]) == len(whole["curve"]) and len(whole["curve"]) >= 5
+    for protocol, per_user in whole["per_user"].items():
+        assert per_user.values.keys() == resumed["per_user"][protocol].values.keys()
+        for metric, values in per_user.values.items():
+            np.testing.assert_array_equal(resumed["per_user"][protocol].values[metric], values)
+    assert not state.exists()  # a finished run leaves no state behind

@@ -138,12 +138,16 @@ def train_and_evaluate(spec: RunSpec, work_dir: str, progress: Callable[[str], N
         config["data_path"] = spec.data_path
     cfg, trainer, train_data, valid_data, test_data = prepare(spec.model, spec.dataset, None, config)
     max_epochs = int(cfg["epochs"])
-    curve: list[dict] = []
-    start = time.perf_counter()
+    curve, elapsed_before = resume_run(trainer, Path(config["checkpoint_dir"]))
+    if curve:
+        progress(f"[{spec.experiment}] {spec.dataset} {spec.label} seed {spec.seed}: resumed after epoch "
+                 f"{curve[-1]['epoch'] + 1} (its last validation)")
+    start = time.perf_counter() - elapsed_before
 
     def on_eval(epoch: int, score: float) -> None:
         elapsed = time.perf_counter() - start
         curve.append({"epoch": epoch, "valid_ndcg@10": float(score), "time_s": elapsed})
+        save_run_state(trainer, Path(config["checkpoint_dir"]), epoch, curve, elapsed)
         left = elapsed / (epoch + 1) * (max_epochs - epoch - 1)
         progress(f"[{spec.experiment}] {spec.dataset} {spec.label} seed {spec.seed}: epoch {epoch + 1}/{max_epochs} "
                  f"valid ndcg@10 {score:.4f} ({elapsed:.0f} s, at most ~{left:.0f} s left)")
@@ -223,6 +227,52 @@ def _close_log_handlers() -> None:
         if isinstance(handler, logging.FileHandler):
             handler.close()
             root.removeHandler(handler)
+
+
+# ---- a run interrupted (a session's end, a lost worker) resumes from its last validation ------------------
+def save_run_state(trainer: Any, checkpoint_dir: Path, epoch: int, curve: list[dict], elapsed: float) -> None:
+    """After a validation: the run's own records (``resume-<epoch>.json``: the curve, the epoch times, the
+    diagnostics, the seconds so far, the best checkpoint's file), then the trainer's state at this epoch
+    (``resume.pth``; the best epoch's checkpoint stays where the trainer keeps it), each written atomically."""
+    from recbole_dns.checkpoint import to_plain
+
+    monitor = trainer.monitor
+    state = {"epoch": epoch, "best_file": os.path.basename(trainer.saved_model_file),
+             "best_epoch": trainer.last_saved_epoch, "best_valid_result": to_plain(dict(trainer.best_valid_result or {})),
+             "curve": curve, "epoch_times": list(getattr(trainer, "epoch_times", [])),
+             "monitor": None if monitor is None else monitor.history, "elapsed": elapsed}
+    meta = checkpoint_dir / f"resume-{epoch}.json"
+    tmp = meta.with_name(f"{meta.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(state, default=float))
+    os.replace(tmp, meta)
+    trainer._save_checkpoint(epoch, verbose=False, saved_model_file=str(checkpoint_dir / "resume.pth"))
+    for old in checkpoint_dir.glob("resume-*.json"):
+        if old != meta:
+            old.unlink()
+
+
+def resume_run(trainer: Any, checkpoint_dir: Path) -> tuple[list[dict], float]:
+    """Continue a run from what :func:`save_run_state` left in ``checkpoint_dir`` (nothing there: start from
+    scratch). The trainer resumes as from ``--resume`` (weights, pool, optimiser, random number generators),
+    then gets back the run's best checkpoint, best validation result, epoch times and diagnostics; returns
+    the curve so far and its seconds (what was trained after the last validation is trained again)."""
+    pth = checkpoint_dir / "resume.pth"
+    if not pth.is_file():
+        return [], 0.0
+    trainer.resume_checkpoint(str(pth))
+    meta = checkpoint_dir / f"resume-{trainer.start_epoch - 1}.json"
+    state = json.loads(meta.read_text()) if meta.is_file() else None
+    best = checkpoint_dir / state["best_file"] if state else None
+    if best is None or not best.is_file():
+        raise RuntimeError(f"{pth} has no {meta.name} or best checkpoint beside it: delete {checkpoint_dir} to "
+                           "train this run from the start")
+    trainer.saved_model_file = str(best)
+    trainer.last_saved_epoch = state["best_epoch"]
+    trainer.best_valid_result = state["best_valid_result"]
+    trainer.epoch_times = list(state["epoch_times"])
+    if trainer.monitor is not None and state["monitor"] is not None:
+        trainer.monitor.history = state["monitor"]
+    return state["curve"], float(state["elapsed"])
 
 
 def _one_line(err: BaseException) -> str:
