@@ -46,7 +46,7 @@ def child(args) -> None:
     cols = torch.randint(1, args.items, (args.users * 8,), generator=rng)
     exclude = sp.csr_matrix((torch.ones(rows.numel()).numpy(), (rows.numpy(), cols.numpy())),
                             shape=(args.users, args.items))
-    chunk = chunk_size_for(args.items, 256)
+    chunk = chunk_size_for(args.items, 256, "cpu")
     build_pool(users, items, exclude, 100, "similar", chunk, skip=50)  # warm-up
     times = []
     for _ in range(args.reps):
@@ -83,7 +83,7 @@ def main() -> None:
         child(args)
         return
     print(f"cpu_mm uses numpy's OpenBLAS here: {_numpy_blas() is not None} ({torch.get_num_threads()} torch threads)")
-    for name, rows in (("(a) refresh chunk", min(args.users, chunk_size_for(args.items, 256))),
+    for name, rows in (("(a) refresh chunk", min(args.users, chunk_size_for(args.items, 256, "cpu"))),
                        ("(b) evaluation batch", min(args.users, 4096, max(1, 2**26 // args.items)))):
         t_torch, t_shim = products(args, rows)
         print(f"{name} {rows} x {args.dim} by {args.dim} x {args.items}: torch.mm {t_torch * 1e3:.1f} ms, "

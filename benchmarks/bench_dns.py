@@ -106,7 +106,7 @@ def bench_refresh(args, trainer, train) -> dict:
     return {"refresh_s": statistics.median(t_ours), "floor_s": statistics.median(t_floor),
             "refresh_over_floor": statistics.median(a / b for a, b in zip(t_ours, t_floor)),
             "n_users": users.shape[0], "n_items": items.shape[0],
-            "chunk_users": chunk_size_for(items.shape[0], args.refresh_mb)}
+            "chunk_users": chunk_size_for(items.shape[0], args.refresh_mb, device)}
 
 
 def bench_epochs(args, refresh_s: float, dns, dns_train) -> dict:
@@ -142,8 +142,8 @@ def refresh_memory(args, trainer, train, mode: str) -> dict:
     with torch.no_grad():
         users, items = (t.detach() for t in trainer.model.dns_tables())
     exclude = exclusion_matrix(train._dataset)
-    chunk = users.shape[0] if mode == "unchunked" else chunk_size_for(items.shape[0], args.refresh_mb)
     device = trainer.device
+    chunk = users.shape[0] if mode == "unchunked" else chunk_size_for(items.shape[0], args.refresh_mb, device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)

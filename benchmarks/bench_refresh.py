@@ -131,7 +131,7 @@ def child(spec: dict) -> dict:
     users, items, exclude = synthetic(measured, n_items, spec["d"], spec["per_user"], device, spectrum=spec["spectrum"])
     k, mb = spec["k"], spec["refresh_mb"]
     pool = DNSPool(exclude, n=1, k=k, sampler="dissimilar", memory_mb=mb, index="exact")
-    chunk = chunk_size_for(n_items, mb)
+    chunk = chunk_size_for(n_items, mb, device)
 
     def refresh(p: DNSPool = pool) -> torch.Tensor:
         p.refresh(users, items, 0)

@@ -8,7 +8,7 @@ import scipy.sparse as sp
 import torch
 
 from recbole_dns import build_pool
-from recbole_dns.dns.kernel import blocked_topk, topk_block
+from recbole_dns.dns.kernel import CPU_CHUNK_MB, CPU_CHUNK_MIN_USERS, blocked_topk, chunk_size_for, topk_block
 
 
 def _random_case(n_users=37, n_items=53, d=8, density=0.2, seed=0):
@@ -179,6 +179,17 @@ def test_topk_block_is_about_sqrt_width_over_k_on_the_cpu_only():
     assert topk_block(53, 10, "cpu") == 2  # the brute-force cases above take the blocked path
     assert topk_block(200, 150, "cpu") == 1 and topk_block(12102, 150, "cuda") == 1
 
+
+
+def test_chunks_are_cache_sized_on_the_cpu_and_as_large_as_the_memory_bound_elsewhere():
+    # amazon-beauty's 12,102 items: dns_refresh_mb 256 allows 2,772 users (8 bytes a score); the CPU keeps a
+    # chunk's float32 scores to CPU_CHUNK_MB (16 MiB: 346 users); a smaller memory bound still wins
+    assert chunk_size_for(12102, 256) == chunk_size_for(12102, 256, "cuda") == 2772
+    assert chunk_size_for(12102, 256, "cpu") == CPU_CHUNK_MB * 2**20 // (4 * 12102) == 346
+    assert chunk_size_for(12102, 8, "cpu") == 86
+    # a large catalogue: at least CPU_CHUNK_MIN_USERS users (64) while the memory bound allows them, else that bound
+    assert chunk_size_for(10**5, 256, "cpu") == CPU_CHUNK_MIN_USERS == 64 and chunk_size_for(10**6, 256, "cpu") == 33
+    assert chunk_size_for(10**8, 256, "cpu") == 1  # at least one user
 
 @pytest.mark.parametrize("sampler,largest", [("dissimilar", False), ("similar", True)])
 def test_blocked_refresh_with_a_tail_of_columns_matches_brute_force(sampler, largest):

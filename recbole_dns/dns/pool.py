@@ -142,7 +142,7 @@ class DNSPool:
         if self.index_used != "exact":
             return index_pool(user_emb.detach()[start:end], item_emb.detach(), self.exclude[start:end], self.k,
                               self.sampler, self.skip, self.nprobe, self.memory_mb)
-        chunk = chunk_size_for(item_emb.shape[0], self.memory_mb)
+        chunk = chunk_size_for(item_emb.shape[0], self.memory_mb, item_emb.device)
         key = (str(item_emb.device), start, end)
         if self._rows_key != key:  # converted once per shard and device, not at every refresh
             self._rows, self._rows_key = ExclusionRows.from_csr(self.exclude[start:end], item_emb.device), key
