@@ -17,71 +17,24 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from harness import add_data_args, peak_extra_bytes, timed, trainer_for  # this folder; puts the repository on sys.path
 
-from recbole_dns.config import with_dns_preset  # noqa: E402
-from recbole_dns.dns import build_pool, chunk_size_for  # noqa: E402
-from recbole_dns.sampling import exclusion_matrix  # noqa: E402
-from recbole_dns.shims import cpu_mm  # noqa: E402
-from recbole_dns.quick_start import prepare  # noqa: E402
+from recbole_dns.dns import build_pool, chunk_size_for
+from recbole_dns.sampling import exclusion_matrix
+from recbole_dns.shims import cpu_mm
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn, device) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - start
-
-
-def add_data_args(parser: argparse.ArgumentParser) -> None:
-    """The options every epoch benchmark here shares: dataset, data path, device, batch size."""
-    parser.add_argument("--dataset", default="amazon-beauty")
-    parser.add_argument("--data_path", default=str(ROOT.parent / "shared" / "datasets"))
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--batch_size", type=int, default=2048)
-
-
-def data_config(args: argparse.Namespace) -> dict:
-    """The config those options give (``--data_path`` dropped for a dataset RecBole ships, e.g. ml-100k)."""
-    if args.data_path and not os.path.isdir(os.path.join(args.data_path, args.dataset)):
-        args.data_path = None
-    return {"show_progress": False, "state": "WARNING", "train_batch_size": args.batch_size,
-            "use_gpu": args.device == "cuda", **({"data_path": args.data_path} if args.data_path else {})}
-
-
-def epoch_table(args: argparse.Namespace, title: str, med: dict[str, float], refs: dict[str, str],
-                extra: dict | None = None) -> None:
-    """Print the medians ``med`` (row -> s / epoch) as JSON (with ``extra``'s fields) and as a markdown table with
-    one ratio column per entry of ``refs`` (column heading -> reference row)."""
-    print(json.dumps({**(extra or {}), "dataset": args.dataset, "batch_size": args.batch_size,
-                      "threads": torch.get_num_threads(), "device": args.device, "epoch_s": med}, indent=1))
-    print(f"\n{args.dataset}, batch {args.batch_size}, {args.device}, {torch.get_num_threads()} threads; {title}")
-    print("| row | s / epoch | " + " | ".join(refs) + " |\n|---|---|" + "---|" * len(refs))
-    for label, s in med.items():
-        print(f"| {label} | {s:.2f} | " + " | ".join(f"{s / med[ref]:.2f}x" for ref in refs.values()) + " |")
-
-
-def _setup(args, model: str, extra: dict | None = None):
-    config = {**data_config(args), "dns_k": args.k, "dns_n": args.n, "dns_refresh_mb": args.refresh_mb}
-    # the mechanism as the paper has it, from epoch 0 (BPR_DNS's default warms up first)
-    return prepare(model, args.dataset, None, with_dns_preset(model, {**config, **(extra or {})}))
+def _setup(args, model: str) -> tuple:
+    """The trainer (and loader) of ``model``, the mechanism as the paper has it, with the options' k, n and bound."""
+    return trainer_for(args, model, {"dns_k": args.k, "dns_n": args.n, "dns_refresh_mb": args.refresh_mb}, paper=True)
 
 
 def bench_refresh(args, trainer, train) -> dict:
@@ -101,8 +54,8 @@ def bench_refresh(args, trainer, train) -> dict:
     ours(), floor()  # warm-up
     t_ours, t_floor = [], []
     for _ in range(args.reps):
-        t_ours.append(_timed(ours, device))
-        t_floor.append(_timed(floor, device))
+        t_ours.append(timed(ours, device)[0])
+        t_floor.append(timed(floor, device)[0])
     return {"refresh_s": statistics.median(t_ours), "floor_s": statistics.median(t_floor),
             "refresh_over_floor": statistics.median(a / b for a, b in zip(t_ours, t_floor)),
             "n_users": users.shape[0], "n_items": items.shape[0],
@@ -111,7 +64,7 @@ def bench_refresh(args, trainer, train) -> dict:
 
 def bench_epochs(args, refresh_s: float, dns, dns_train) -> dict:
     """The ``_DNS`` variant's epochs (``dns``, the trainer (a) measured) against its base's, alternated."""
-    _, bpr, bpr_train, _, _ = _setup(args, args.base)
+    _, bpr, bpr_train = _setup(args, args.base)
     dns.model.on_epoch_start(0)
     device = dns.device
     # the refresh is kept out of the timed epochs (none is a multiple of dns_n) and added back below,
@@ -121,19 +74,12 @@ def bench_epochs(args, refresh_s: float, dns, dns_train) -> dict:
     t_bpr, t_dns = [], []
     for epoch in epochs[1:]:
         assert not dns.model.dns_pool.due(epoch)
-        t_bpr.append(_timed(lambda: bpr._train_epoch(bpr_train, epoch), device))
-        t_dns.append(_timed(lambda: dns._train_epoch(dns_train, epoch), device))
+        t_bpr.append(timed(lambda: bpr._train_epoch(bpr_train, epoch), device)[0])
+        t_dns.append(timed(lambda: dns._train_epoch(dns_train, epoch), device)[0])
     bpr_s, dns_s = statistics.median(t_bpr), statistics.median(t_dns)
     return {"base_epoch_s": bpr_s, "dns_epoch_s": dns_s, "dns_epoch_amortised_s": dns_s + refresh_s / args.n,
             "epoch_ratio": (dns_s + refresh_s / args.n) / bpr_s,
             "epoch_ratio_pairwise": statistics.median(d / b for d, b in zip(t_dns, t_bpr)) + refresh_s / args.n / bpr_s}
-
-
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def refresh_memory(args, trainer, train, mode: str) -> dict:
@@ -144,24 +90,13 @@ def refresh_memory(args, trainer, train, mode: str) -> dict:
     exclude = exclusion_matrix(train._dataset)
     device = trainer.device
     chunk = users.shape[0] if mode == "unchunked" else chunk_size_for(items.shape[0], args.refresh_mb, device)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
-        build_pool(users, items, exclude, args.k, "dissimilar", chunk)
-        torch.cuda.synchronize(device)
-        extra = torch.cuda.max_memory_allocated(device) - before
-    else:  # Linux: reset the peak RSS (VmHWM) to the current RSS, then read the new peak
-        Path("/proc/self/clear_refs").write_text("5")
-        before = _status_kib("VmHWM")
-        build_pool(users, items, exclude, args.k, "dissimilar", chunk)
-        extra = (_status_kib("VmHWM") - before) * 1024
+    extra, _ = peak_extra_bytes(lambda: build_pool(users, items, exclude, args.k, "dissimilar", chunk), device)
     return {"extra_bytes": extra, "chunk_users": chunk}
 
 
 def memory_child(args) -> None:
     """Child process: :func:`refresh_memory` on a fresh trainer (printed as JSON)."""
-    _, trainer, train, _, _ = _setup(args, args.base + "_DNS")
+    _, trainer, train = _setup(args, args.base + "_DNS")
     print(json.dumps(refresh_memory(args, trainer, train, args.mem_child)))
 
 
@@ -196,7 +131,7 @@ def main() -> None:
     if args.mem_child:
         memory_child(args)
         return
-    _, trainer, train, _, _ = _setup(args, args.base + "_DNS")
+    _, trainer, train = _setup(args, args.base + "_DNS")
     res = {"base": args.base, "dataset": args.dataset, "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
            "threads": torch.get_num_threads(), "k": args.k, "n": args.n, "batch_size": args.batch_size}
     res.update(bench_refresh(args, trainer, train))

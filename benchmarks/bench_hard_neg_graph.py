@@ -14,16 +14,8 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
-from pathlib import Path
 
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from bench_dns import _timed, add_data_args, data_config, epoch_table  # noqa: E402  (this folder; the same timer as BPR_DNS vs BPR)
-
-from recbole_dns.quick_start import prepare  # noqa: E402
+from harness import add_data_args, epoch_table, timed, trainer_for  # this folder; puts the repository on sys.path
 
 
 def main() -> None:
@@ -33,19 +25,18 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=64, help="hard_neg_m")
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs per row (after one untimed)")
     args = parser.parse_args()
-    common = data_config(args)
     hard = {"hard_neg": "dns_mn", "hard_neg_m": args.candidates, "hard_neg_n": 1}
     setups = {}
     for label, config in ((args.model, {}), ("hard negatives, one propagation", hard),
                           ("hard negatives, their own propagation", hard)):
-        _, trainer, train, _, _ = prepare(args.model, args.dataset, None, {**common, **config})
+        _, trainer, train = trainer_for(args, args.model, config)
         if label.endswith("their own propagation"):
             trainer.model.tables_from_forward = False
         setups[label] = (trainer, train)
     times: dict[str, list[float]] = {label: [] for label in setups}
     for epoch in range(args.epochs + 1):
         for label, (trainer, train) in setups.items():
-            t = _timed(lambda: trainer._train_epoch(train, epoch), trainer.device)
+            t, _ = timed(lambda: trainer._train_epoch(train, epoch), trainer.device)
             if epoch:
                 times[label].append(t)
     med = {label: statistics.median(t) for label, t in times.items()}

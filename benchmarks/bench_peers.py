@@ -15,17 +15,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from bench_dns import _timed, add_data_args, data_config, epoch_table  # noqa: E402  (this folder; the same timer as BPR_DNS vs BPR)
-
-from recbole_dns.quick_start import prepare  # noqa: E402
+from harness import add_data_args, epoch_table, timed, trainer_for  # this folder; puts the repository on sys.path
 
 
 def rows(candidates: int) -> dict[str, tuple[str, dict]]:
@@ -46,12 +39,11 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=64, help="candidate_num / hard_neg_m of the peers")
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs per row (after one untimed)")
     args = parser.parse_args()
-    common = data_config(args)
     setups = {}
     for label, (model, config) in rows(args.candidates).items():
         if model == "BPR_DNS":
             config = {**config, "hard_neg_m": args.candidates}
-        cfg, trainer, train, _, _ = prepare(model, args.dataset, None, {**common, **config})
+        cfg, trainer, train = trainer_for(args, model, config)
         if cfg["train_neg_sample_args"].get("dynamic"):
             train.get_model(trainer.model)  # what RecBole's Trainer.fit does for a dynamic sampler
         setups[label] = (cfg, trainer, train)
@@ -62,13 +54,13 @@ def main() -> None:
     times: dict[str, list[float]] = {label: [] for label in setups}
     for i, epoch in enumerate([first, *epochs]):
         for label, (_, trainer, train) in setups.items():
-            t = _timed(lambda: trainer._train_epoch(train, epoch), trainer.device)
+            t, _ = timed(lambda: trainer._train_epoch(train, epoch), trainer.device)
             if i >= 2:  # the first is the refresh epoch of BPR_DNS, the second a warm-up for every row
                 times[label].append(t)
     assert dns.model.dns_active and pool.refreshes == 1
     with torch.no_grad():
         users, items = dns.model.dns_tables()
-    refresh = statistics.median(_timed(lambda: pool.refresh(users, items, first), dns.device) for _ in range(3))
+    refresh = statistics.median(timed(lambda: pool.refresh(users, items, first), dns.device)[0] for _ in range(3))
     med = {label: statistics.median(t) for label, t in times.items()}
     med["BPR_DNS as shipped"] += refresh / pool.n
     epoch_table(args, f"training epoch, median of {args.epochs} (BPR_DNS: refresh {refresh:.2f} s / dns_n {pool.n} added)",

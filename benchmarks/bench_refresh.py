@@ -43,7 +43,6 @@ import json
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -54,29 +53,10 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from harness import peak_extra_bytes, timed  # noqa: E402  (this folder)
 from recbole_dns.defaults import default  # noqa: E402
 from recbole_dns.dns import REFRESH_DTYPES, DNSPool, chunk_size_for  # noqa: E402
 from recbole_dns.shims import cpu_mm  # noqa: E402
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn, device: torch.device) -> tuple[float, object]:
-    _sync(device)
-    start = time.perf_counter()
-    out = fn()
-    _sync(device)
-    return time.perf_counter() - start, out
-
-
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def synthetic(n_users: int, n_items: int, d: int, per_user: int, device: torch.device, seed: int = 0,
@@ -138,18 +118,7 @@ def child(spec: dict) -> dict:
         return p.pool
 
     # (1) memory of the first refresh, before anything else has touched the allocator
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
-        reference = refresh()
-        torch.cuda.synchronize(device)
-        extra = torch.cuda.max_memory_allocated(device) - before
-    else:
-        Path("/proc/self/clear_refs").write_text("5")  # peak RSS := current RSS
-        before = _status_kib("VmHWM")
-        reference = refresh()
-        extra = (_status_kib("VmHWM") - before) * 1024
+    extra, reference = peak_extra_bytes(refresh, device)
     pool.pool = None
     # (2) refresh against floor, alternated
     t_ours, t_floor = [], []
@@ -157,10 +126,10 @@ def child(spec: dict) -> dict:
     for rep in range(spec["reps"]):  # ours first on even repetitions, the floor first on odd ones
         for which in ((0, 1) if rep % 2 == 0 else (1, 0)):
             if which == 0:
-                t_ours.append(_timed(refresh, device)[0])
+                t_ours.append(timed(refresh, device)[0])
                 pool.pool = None
             else:
-                t_floor.append(_timed(lambda: floor(users, items, k, chunk, torch.float32), device)[0])
+                t_floor.append(timed(lambda: floor(users, items, k, chunk, torch.float32), device)[0])
     res = {
         "users": n_users, "items": n_items, "measured_users": measured, "refresh_mb": mb, "chunk_users": chunk,
         "refresh_s": statistics.median(t_ours), "floor_s": statistics.median(t_floor),
@@ -181,7 +150,7 @@ def child(spec: dict) -> dict:
         if name == "float32":
             continue
         half = DNSPool(exclude, n=1, k=k, sampler="dissimilar", memory_mb=mb, dtype=name, index="exact")
-        seconds, got = _timed(lambda: refresh(half), device)
+        seconds, got = timed(lambda: refresh(half), device)
         share, same = overlap(got, reference)
         res["dtypes"][name] = {"refresh_s": seconds, "per_user_ms": seconds / measured * 1e3,
                                "overlap": share, "identical_rows": same}
@@ -202,14 +171,11 @@ def child_index(spec: dict) -> dict:
     sampler, skip = POOLS[spec["pool"]]
     pool = DNSPool(exclude, n=1, k=k, sampler=sampler, memory_mb=spec["refresh_mb"], skip=skip, index="ivf",
                    nprobe=spec["nprobe"])
-    Path("/proc/self/clear_refs").write_text("5")
-    before = _status_kib("VmHWM")
-    seconds, _ = _timed(lambda: pool.refresh(users, items, 0), device)
-    extra = (_status_kib("VmHWM") - before) * 1024
+    extra, (seconds, _) = peak_extra_bytes(lambda: timed(lambda: pool.refresh(users, items, 0), device), device)
     got = pool.pool[:measured]
-    build_s, _ = _timed(lambda: build_ivf(F.normalize(items.float(), dim=1)), device)
+    build_s, _ = timed(lambda: build_ivf(F.normalize(items.float(), dim=1)), device)
     exact = DNSPool(exclude[:measured], n=1, k=k, sampler=sampler, skip=skip, index="exact")
-    exact_s, _ = _timed(lambda: exact.refresh(users[:measured], items, 0), device)
+    exact_s, _ = timed(lambda: exact.refresh(users[:measured], items, 0), device)
     recall = float((got.unsqueeze(2) == exact.pool.unsqueeze(1)).any(2).float().mean())
     return {"users": n_users, "items": n_items, "measured_users": measured, "pool": spec["pool"], "k": k,
             "nprobe": spec["nprobe"], "nlist": n_lists(n_items), "refresh_s": seconds, "build_s": build_s,

@@ -15,27 +15,19 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from bench_dns import _sync, add_data_args, data_config  # noqa: E402  (this folder)
-
-from recbole_dns.config import with_dns_preset  # noqa: E402
-from recbole_dns.quick_start import prepare  # noqa: E402
+from harness import add_data_args, sync, trainer_for  # this folder; puts the repository on sys.path
 
 PARTS = ("batch", "forward", "backward", "optimiser")
 DRAW = "draw of i'-"  # timed apart, after the step: it is part of the forward
 
 
 def setup(args: argparse.Namespace, model: str) -> tuple:
-    """(trainer, loader) of ``model`` on the data the options give."""
-    _, trainer, train, _, _ = prepare(model, args.dataset, None, with_dns_preset(model, data_config(args)))
+    """(trainer, loader) of ``model`` on the data the options give, the mechanism as the paper has it."""
+    _, trainer, train = trainer_for(args, model, paper=True)
     return trainer, train
 
 
@@ -49,31 +41,31 @@ def time_steps(trainer, train, batches: int, device: torch.device) -> dict[str, 
         out[DRAW] = []
     it = iter(train)
     for _ in range(batches):
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         inter = next(it).to(device)
-        _sync(device)
+        sync(device)
         t1 = time.perf_counter()
         losses = model.calculate_loss(inter)
         loss = sum(losses) if isinstance(losses, tuple) else losses
-        _sync(device)
+        sync(device)
         t2 = time.perf_counter()
         opt.zero_grad()
         loss.backward()
-        _sync(device)
+        sync(device)
         t3 = time.perf_counter()
         opt.step()
-        _sync(device)
+        sync(device)
         t4 = time.perf_counter()
         for part, (a, b) in zip(PARTS, [(t0, t1), (t1, t2), (t2, t3), (t3, t4)]):
             out[part].append((b - a) * 1e3)
         if draw is not None:
             with torch.no_grad():
                 tables = model.train_tables() if model.dns_candidates else (None, None)
-                _sync(device)
+                sync(device)
                 t5 = time.perf_counter()
                 draw(inter, *tables)
-                _sync(device)
+                sync(device)
                 out[DRAW].append((time.perf_counter() - t5) * 1e3)
     return out
 

@@ -13,24 +13,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from harness import ROOT, sync  # this folder; puts the repository on sys.path
 
-from recbole_dns.config import Config, with_dns_preset  # noqa: E402
-from recbole_dns.models import PACKAGE_MODELS  # noqa: E402
-from recbole_dns.quick_start import _create_dataset  # noqa: E402
-from recbole_dns.trainer import get_trainer  # noqa: E402
-
-
-def _sync(device) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
+from recbole_dns.config import Config, with_dns_preset
+from recbole_dns.models import PACKAGE_MODELS
+from recbole_dns.quick_start import _create_dataset
+from recbole_dns.trainer import get_trainer
 
 
 def main() -> None:
@@ -65,13 +58,13 @@ def main() -> None:
         train.update_config(config)
         model = config.model_class(config, train._dataset).to(config["device"])
         trainer = get_trainer(config["MODEL_TYPE"], config["model"], config.model_class)(config, model)
-        _sync(config["device"])
+        sync(config["device"])
         t0 = time.perf_counter()
         trainer._train_epoch(train, 0)
-        _sync(config["device"])
+        sync(config["device"])
         t1 = time.perf_counter()
         result = trainer.evaluate(valid, load_best_model=False)
-        _sync(config["device"])
+        sync(config["device"])
         t2 = time.perf_counter()
         row = {"model": name, "train_s": t1 - t0, "valid_s": t2 - t1, "valid_ndcg@10": float(result["ndcg@10"])}
         rows.append(row)
