@@ -391,6 +391,50 @@ def test_ablation_chooses_each_rows_learning_rate_on_validation(tmp_path):
         run_experiment("ablation", ["ml-100k"], out, variants={**variants, "choose_seeds": 0}, use_ray=False)
 
 
+def test_a_rows_runs_at_every_seed_are_queued_as_soon_as_its_own_choice_is_settled(tmp_path, monkeypatch):
+    """Candidates of rows still choosing go first (a grid extension straight after the point it extends), a row's
+    seeds join the queue the moment its choice is settled, and nothing runs twice; the picks are the brute-force
+    best validation scores."""
+    from dataclasses import asdict
+
+    from recbole_dns.experiments import ablation, runs
+
+    peak = {"A": 0.04, "B": 0.005}  # A's best rate lies beyond its grid (two extensions), B's inside
+    order = []
+
+    def fake_run(spec, work_dir, threads=1):
+        order.append((spec.label, spec.seed))
+        lr = dict(spec.config)["learning_rate"]
+        valid = 0.0 if spec.label == "C" else -abs(math.log(lr / peak[spec.label[0]]))
+        return {"status": "ok", "run_id": spec.run_id, "spec": asdict(spec), "valid": {"ndcg@10": valid + 1e-3 * spec.seed}}
+
+    monkeypatch.setattr(runs, "safe_run", fake_run)
+    variants = {"reference": "C", "extend_edges": 2, "rows": [
+        {"label": "A", "model": "BPR", "choose": {"learning_rate": [0.005, 0.01]}},
+        {"label": "B", "model": "BPR", "choose": {"learning_rate": [0.001, 0.005, 0.01]}},
+        {"label": "C", "model": "BPR", "config": {"learning_rate": 0.001}}]}
+
+    def opts():
+        return dict(protocol="full", seeds=2, budget="quick", overrides={}, test_sets=10, negatives=100,
+                    data_path=None, variants=variants)
+
+    run = dict(use_ray=False, cpus_per_run=1, parallel=0, train=True)
+    first = opts()
+    chosen, scores = ablation.choose(["ml-100k"], tmp_path, first, run)
+    assert order == [("A lr 0.005", 0), ("A lr 0.01", 0), ("A lr 0.02", 0), ("A lr 0.04", 0),
+                     ("B lr 0.001", 0), ("B lr 0.005", 0), ("B lr 0.01", 0),
+                     ("C", 0), ("C", 1), ("A lr 0.04", 1), ("B lr 0.005", 1)]
+    assert {k: v["label"] for k, v in chosen["ml-100k"].items()} == {"A": "A lr 0.04", "B": "B lr 0.005", "C": "C"}
+    assert [c for c, _ in scores["ml-100k"]["A"]] == ["A lr 0.005", "A lr 0.01", "A lr 0.02", "A lr 0.04"]
+    assert first["edges"] == [("ml-100k", "A", ("learning_rate", 0.08))]  # still on the edge after two extensions
+    # the final plan finds every run on disk; choosing again (a resumed study) trains nothing and picks the same
+    final = runs.plan_runs(ablation.NAME, ["ml-100k"], {**first, "chosen": chosen},
+                           lambda d: ablation.rows(d, {**first, "chosen": chosen}), None)
+    assert runs.execute(final, tmp_path, **run) == [] and len(final) == 6
+    again = ablation.choose(["ml-100k"], tmp_path, opts(), run)
+    assert again == (chosen, scores) and len(order) == 11
+
+
 def test_a_best_point_on_the_edge_of_its_grid_extends_it():
     from recbole_dns.experiments.ablation import edge_extension
 

@@ -13,7 +13,7 @@ import numpy as np
 from recbole_dns.experiments.figures import markdown, quality_figures
 from recbole_dns.experiments.report import (Family, Group, best_epoch_text, best_valid, cell, change, change_text, compare,
                                             datasets_of, gather, protocols_of, reach)
-from recbole_dns.experiments.runs import METRIC_KEYS, Row, execute, plan_runs
+from recbole_dns.experiments.runs import METRIC_KEYS, Row, execute, load_result, plan_runs
 from recbole_dns.stats import fmt, mean_std, seed_test
 
 NAME = "ablation"
@@ -115,46 +115,96 @@ def choose(datasets: list[str], out: Path, opts: dict, run: dict) -> tuple[dict,
     """Train every candidate of the rows with ``choose`` (``choose_seeds`` seeds) and pick, per dataset and
     row, the candidate with the best mean validation NDCG@10. A pick on the edge of its grid (the lowest or
     highest value of a one-dimensional numeric grid) extends the grid by halving or doubling that value, up to
-    ``extend_edges`` times (default 1), and chooses again. Returns ``{dataset: {row label: row}}`` (the candidate
-    in place of a row with ``choose``) and ``{dataset: {row label: [(candidate, valid NDCG@10)]}}``; the rows'
-    grids in ``opts["variants"]`` grow by the extensions, and ``opts["edges"]`` lists the picks still on an edge."""
+    ``extend_edges`` times (default 1), and chooses again. A row's runs at every seed start as soon as its own
+    choice is settled (the rows without ``choose`` at once), beside the other rows' candidates, which go first.
+    Returns ``{dataset: {row label: row}}`` (the candidate in place of a row with ``choose``) and
+    ``{dataset: {row label: [(candidate, valid NDCG@10)]}}``; the rows' grids in ``opts["variants"]`` grow by the
+    extensions, and ``opts["edges"]`` lists the picks still on an edge."""
     variants = opts["variants"] = {**opts["variants"], "rows": [dict(r) for r in opts["variants"]["rows"]]}
-    seeds = int(variants.get("choose_seeds", 1))
-    for round_ in range(int(variants.get("extend_edges", 1)) + 1):
-        candidates = [c for row in variants["rows"] if row.get("choose") for c in expand_choices(row)]
-        trial = {**opts, "seeds": seeds, "variants": {**variants, "rows": candidates}}
-        specs = plan_runs(NAME, datasets, trial, lambda dataset: rows(dataset, trial), None)
-        print(f"choosing on validation: {len(candidates)} candidate row(s) x {seeds} seed(s) per dataset", flush=True)
-        execute(specs, out, **run)
-        groups, _ = gather(out, specs)
+    seeds, limit = int(variants.get("choose_seeds", 1)), int(variants.get("extend_edges", 1))
+    base = {k: v for k, v in opts.items() if k != "chosen"}
+    grown = {row["label"]: 0 for row in variants["rows"]}
+    settled: set[str] = set()
+    ran: set[str] = set()  # run ids finished (or failed) in this call
+
+    def plan(picked: dict[str, list[dict]], n_seeds: int) -> list:
+        """The runs of ``picked`` (``{dataset: [rows]}``) at ``n_seeds`` seeds."""
+        trial = {**base, "seeds": n_seeds, "chosen": {d: {r["label"]: r for r in picked.get(d, [])} for d in datasets}}
+        return plan_runs(NAME, datasets, trial, lambda dataset: rows(dataset, trial), None)
+
+    def candidates(row: dict) -> list:
+        return plan({d: expand_choices(row) for d in datasets}, seeds)
+
+    def finished(spec: Any) -> bool:
+        """Run in this call (ok or not), or ok on disk from before (an errored one runs again)."""
+        done = spec.run_id in ran or load_result(out, spec)
+        return done is True or (done is not None and done.get("status") == "ok")
+
+    def picks(row: dict) -> dict[str, tuple[dict | None, list, Any]]:
+        """Per dataset: the best candidate (``None`` when all failed), every candidate's score, the edge extension."""
+        groups, _ = gather(out, candidates(row))
         valid = {(g.dataset, g.label): g.mean_of_valid("ndcg@10") for g in groups}
-        chosen: dict = {}
-        scores: dict = {}
-        edges: list = []
+        out_ = {}
         for dataset in datasets:
-            chosen[dataset], scores[dataset] = {}, {}
-            for row in variants["rows"]:
-                if not row.get("choose"):
-                    chosen[dataset][row["label"]] = row
-                    continue
-                scored = [(c, valid.get((dataset, c["label"]), float("nan"))) for c in expand_choices(row)]
-                scores[dataset][row["label"]] = [(c["label"], v) for c, v in scored]
-                finite = [(c, v) for c, v in scored if v == v]
-                if finite:  # a row whose candidates all failed is left out (the failures are listed in the report)
-                    best = chosen[dataset][row["label"]] = max(finite, key=lambda cv: cv[1])[0]
-                    beyond = edge_extension(row["choose"], best["config"])
-                    if beyond is not None:
-                        edges.append((dataset, row["label"], beyond))
-        opts["edges"] = edges
-        grow = {label: beyond for _, label, beyond in edges if beyond[1] is not None}
-        if round_ == int(variants.get("extend_edges", 1)) or not grow:
-            return chosen, scores
+            scored = [(c, valid.get((dataset, c["label"]), float("nan"))) for c in expand_choices(row)]
+            finite = [(c, v) for c, v in scored if v == v]  # a row whose candidates all failed is left out
+            best = max(finite, key=lambda cv: cv[1])[0] if finite else None
+            out_[dataset] = (best, scored, None if best is None else edge_extension(row["choose"], best["config"]))
+        return out_
+
+    def advance(result: dict | None) -> tuple[list, list]:
+        """The runs that can start now: the candidates still to run (first) and the settled rows' seeds (last)."""
+        if result is not None:
+            ran.add(result["run_id"])
+        first, last = [], []
         for row in variants["rows"]:
-            if row["label"] in grow:
-                key, value = grow[row["label"]]
-                if value not in row["choose"][key]:
+            label = row["label"]
+            if label in settled:
+                continue
+            if not row.get("choose"):
+                settled.add(label)
+                last += plan({d: [row] for d in datasets}, opts["seeds"])
+                continue
+            while True:
+                missing = [s for s in candidates(row) if not finished(s)]
+                if missing:
+                    first += missing
+                    break
+                picked = picks(row)
+                grow = [beyond for _, _, beyond in picked.values() if beyond is not None and beyond[1] is not None]
+                if grow and grown[label] < limit and grow[-1][1] not in row["choose"][grow[-1][0]]:
+                    key, value = grow[-1]
                     row["choose"] = {**row["choose"], key: [*row["choose"][key], value]}
-                    print(f"{row['label']}: the best point is on the edge of its grid; adding {key} {value}", flush=True)
+                    grown[label] += 1
+                    print(f"{label}: the best point is on the edge of its grid; adding {key} {value}", flush=True)
+                    continue
+                settled.add(label)
+                best = {d: [b] for d, (b, _, _) in picked.items() if b is not None}
+                last += plan(best, opts["seeds"])
+                names = ", ".join(f"{d}: {b[0]['label']}" for d, b in best.items()) or "nothing"
+                print(f"{label}: chose {names}; its runs at every seed can start", flush=True)
+                break
+        return first, last
+
+    n = sum(len(expand_choices(row)) for row in variants["rows"] if row.get("choose"))
+    print(f"choosing on validation: {n} candidate row(s) x {seeds} seed(s) per dataset", flush=True)
+    execute([], out, **run, more=advance)
+    chosen: dict = {d: {} for d in datasets}
+    scores: dict = {d: {} for d in datasets}
+    edges: list = []
+    picked = {row["label"]: picks(row) for row in variants["rows"] if row.get("choose")}
+    for dataset in datasets:
+        for row in variants["rows"]:
+            if not row.get("choose"):
+                chosen[dataset][row["label"]] = row
+                continue
+            best, scored, beyond = picked[row["label"]][dataset]
+            scores[dataset][row["label"]] = [(c["label"], v) for c, v in scored]
+            if best is not None:
+                chosen[dataset][row["label"]] = best
+                if beyond is not None:
+                    edges.append((dataset, row["label"], beyond))
+    opts["edges"] = edges
     return chosen, scores
 
 
