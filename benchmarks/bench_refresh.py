@@ -50,13 +50,11 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from harness import peak_extra_bytes, timed  # this folder; puts the repository on sys.path
 
-from harness import peak_extra_bytes, timed  # noqa: E402  (this folder)
-from recbole_dns.defaults import default  # noqa: E402
-from recbole_dns.dns import REFRESH_DTYPES, DNSPool, chunk_size_for  # noqa: E402
-from recbole_dns.shims import cpu_mm  # noqa: E402
+from recbole_dns.defaults import default
+from recbole_dns.dns import REFRESH_DTYPES, DNSPool, chunk_size_for
+from recbole_dns.shims import cpu_mm
 
 
 def synthetic(n_users: int, n_items: int, d: int, per_user: int, device: torch.device, seed: int = 0,
