@@ -130,7 +130,8 @@ class CheckpointMixin:
         self.last_valid_result: dict | None = None
         self.last_saved_epoch: int | None = None  # epoch of the checkpoint in saved_model_file
 
-    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+    def fit(self, train_data: Any, valid_data: Any = None, verbose: bool = True, saved: bool = True,
+            show_progress: bool = False, callback_fn: Any = None) -> tuple[float, dict | None]:
         gen = getattr(train_data, "generator", None)
         self._loader_rng = {"train_loader": gen} if isinstance(gen, torch.Generator) else {}
         if self._resumed_loader_rng is not None:
@@ -171,7 +172,7 @@ class CheckpointMixin:
         if verbose:
             self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
 
-    def resume_checkpoint(self, resume_file):
+    def resume_checkpoint(self, resume_file: str | os.PathLike) -> None:
         resume_file = str(resume_file)
         self.saved_model_file = resume_file
         checkpoint = load_checkpoint(resume_file, self.device)
@@ -199,7 +200,8 @@ class CheckpointMixin:
         self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
 
     @torch.no_grad()
-    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+    def evaluate(self, eval_data: Any, load_best_model: bool = True, model_file: str | None = None,
+                 show_progress: bool = False) -> dict | None:
         if eval_data and load_best_model:
             barrier()  # rank 0 may still be writing it
             checkpoint_file = model_file or self.saved_model_file

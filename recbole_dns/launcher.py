@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -58,7 +58,7 @@ def _threads_per_rank(nproc: int) -> int:
 
 
 @contextlib.contextmanager
-def report_errors(rank: int, queue) -> Iterator[None]:
+def report_errors(rank: int, queue: Any) -> Iterator[None]:
     """Wrap a rank's body: an exception is put on ``queue`` (see :func:`spawn`) and re-raised; the
     process group is destroyed on the way out (after a barrier when the body succeeded)."""
     try:
@@ -134,7 +134,7 @@ def run(
     return results.get(0)
 
 
-def spawn(fn, nproc: int, args: tuple = (), group_offset: int = 0) -> dict[int, Any]:
+def spawn(fn: Callable[..., None], nproc: int, args: tuple = (), group_offset: int = 0) -> dict[int, Any]:
     """Run ``fn(rank, nproc, *args, queue)`` in ``nproc`` processes (``torch.multiprocessing.spawn``).
 
     ``fn`` reports with ``queue.put(("result", rank, value))`` (values are pickled: plain types or numpy

@@ -50,7 +50,7 @@ def prepare(
     config_file_list: list[str] | None = None,
     config_dict: dict | None = None,
     read_cmd_line: bool = False,
-):
+) -> tuple[Any, Any, Any, Any, Any]:
     """Config, dataset split, model and trainer, ready to ``fit`` (the first half of :func:`run_recbole_dns`).
 
     Returns:

@@ -7,8 +7,9 @@ Rendle et al., "Neural Collaborative Filtering vs. Matrix Factorization Revisite
 from __future__ import annotations
 
 import torch
-from torch import nn
+from recbole.data.interaction import Interaction
 from recbole.model.general_recommender.bpr import BPR as RecBoleBPR
+from torch import nn
 
 from recbole_dns.losses import l2_loss
 from recbole_dns.shims import cpu_mm
@@ -59,7 +60,7 @@ class BPR(RecBoleBPR):
         """``reg_weight`` x :func:`recbole_dns.losses.l2_loss` (norms; squared norms with ``require_pow``)."""
         return self.reg_weight * l2_loss(*embeddings, require_pow=self.require_pow)
 
-    def calculate_loss(self, interaction):
+    def calculate_loss(self, interaction: Interaction) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         user_e = self.user_table(interaction[self.USER_ID])
         pos_e = self.item_table(interaction[self.ITEM_ID])
         neg_e = self.item_table(interaction[self.NEG_ITEM_ID])
@@ -70,13 +71,13 @@ class BPR(RecBoleBPR):
             return loss, self.l2_loss(user_e, pos_e, neg_e)
         return loss
 
-    def predict(self, interaction):
+    def predict(self, interaction: Interaction) -> torch.Tensor:
         user_e = self.user_table(interaction[self.USER_ID])
         item_e = self.item_table(interaction[self.ITEM_ID])
         score = (user_e * item_e).sum(-1)
         return score + self.global_bias if self.use_bias else score
 
-    def full_sort_predict(self, interaction):
+    def full_sort_predict(self, interaction: Interaction) -> torch.Tensor:
         user_e = self.user_table(interaction[self.USER_ID])
         score = cpu_mm(user_e, self.item_table().t())
         if self.use_bias:

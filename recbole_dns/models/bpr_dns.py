@@ -5,6 +5,8 @@ Paper: "Dynamic Negative Sampling for Contrastive Recommendation" (CIKM 2022), S
 
 from __future__ import annotations
 
+import torch
+
 from recbole_dns.dns import DNSBatch, DNSModel
 from recbole_dns.models.bpr import BPR
 
@@ -26,10 +28,10 @@ class BPR_DNS(DNSModel, BPR):
 
     loss_terms = ("dns", "l2")  # what calculate_loss returns, for error messages
 
-    def train_tables(self):
+    def train_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.user_table(), self.item_table()
 
-    def extra_losses(self, batch: DNSBatch):
+    def extra_losses(self, batch: DNSBatch) -> tuple[torch.Tensor, ...]:
         if not self.reg_weight:
             return ()
         return (self.reg_weight * batch.l2(self.require_pow),)

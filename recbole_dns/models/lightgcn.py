@@ -6,6 +6,7 @@ He et al., "LightGCN: Simplifying and Powering Graph Convolution Network for Rec
 from __future__ import annotations
 
 import torch
+from recbole.data.interaction import Interaction
 from recbole.model.general_recommender.lightgcn import LightGCN as RecBoleLightGCN
 
 from recbole_dns.graph import propagate, symmetric_norm_adjacency, to_csr
@@ -40,11 +41,11 @@ class LightGCN(EgoL2Mixin, RecBoleLightGCN):
             layers.append(ego)
         return torch.split(torch.stack(layers, dim=1), [self.n_users, self.n_items])
 
-    def forward(self):
+    def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
         users, items = self.layer_embeddings()
         return users.mean(dim=1), items.mean(dim=1)
 
-    def full_sort_predict(self, interaction):
+    def full_sort_predict(self, interaction: Interaction) -> torch.Tensor:
         if self.restore_user_e is None or self.restore_item_e is None:
             self.restore_user_e, self.restore_item_e = self.forward()
         return cpu_mm(self.restore_user_e[interaction[self.USER_ID]], self.restore_item_e.t()).view(-1)

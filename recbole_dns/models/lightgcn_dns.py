@@ -5,6 +5,8 @@ Paper: "Dynamic Negative Sampling for Contrastive Recommendation" (CIKM 2022), S
 
 from __future__ import annotations
 
+import torch
+
 from recbole_dns.dns import DNSBatch, DNSModel
 from recbole_dns.models.lightgcn import LightGCN
 
@@ -18,8 +20,8 @@ class LightGCN_DNS(DNSModel, LightGCN):
 
     loss_terms = ("dns", "l2")  # what calculate_loss returns, for error messages
 
-    def train_tables(self):
+    def train_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.forward()
 
-    def extra_losses(self, batch: DNSBatch):
+    def extra_losses(self, batch: DNSBatch) -> tuple[torch.Tensor, ...]:
         return (self.ego_loss(batch.users, *batch.item_ids()),)

@@ -7,10 +7,11 @@ KDD 2021.
 from __future__ import annotations
 
 import torch
+from recbole.data.interaction import Interaction
 
-from recbole_dns.models.lightgcn import LightGCN
 from recbole_dns.errors import ConfigError
 from recbole_dns.losses import l2_loss
+from recbole_dns.models.lightgcn import LightGCN
 from recbole_dns.sampling import ExclusionIndex, exclusion_matrix
 
 
@@ -66,7 +67,7 @@ class MixGCF(LightGCN):
             raise ConfigError(f"config key 'n_negs' must be an integer >= 1; got {self.n_negs}")
         self.exclusion = ExclusionIndex(exclusion_matrix(dataset), self.device)
 
-    def calculate_loss(self, interaction):
+    def calculate_loss(self, interaction: Interaction) -> tuple[torch.Tensor, torch.Tensor]:
         self.restore_user_e = self.restore_item_e = None
         user, pos = interaction[self.USER_ID], interaction[self.ITEM_ID]
         users, items = self.layer_embeddings()

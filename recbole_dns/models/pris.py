@@ -9,9 +9,10 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
+from recbole.data.interaction import Interaction
 
-from recbole_dns.models.bpr import BPR
 from recbole_dns.errors import ConfigError
+from recbole_dns.models.bpr import BPR
 from recbole_dns.sampling import ExclusionIndex, exclusion_matrix
 
 PROPOSALS = ("uniform", "popularity", "cluster")
@@ -64,7 +65,7 @@ class PRIS(BPR):
         self.other_parameter_name = ["item_cluster", "centers", "unseen", "members", "offsets", "train_calls"]
 
     # ---- proposals -------------------------------------------------------------------------------
-    def train(self, mode: bool = True):
+    def train(self, mode: bool = True) -> "PRIS":
         """The Trainer calls ``train()`` once per epoch: the clusters are rebuilt every ``cluster_interval``."""
         out = super().train(mode)
         if mode and self.proposal == "cluster":
@@ -125,7 +126,7 @@ class PRIS(BPR):
             items = self.exclusion.sample(users, m, exact=self.proposal_probs)
             return items, torch.zeros(items.shape, device=device)
         if self.proposal == "popularity":
-            def draw(rows, cols):
+            def draw(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
                 return torch.multinomial(self.log_pop, rows.numel(), replacement=True)
 
             items = self.exclusion.sample(users, m, draw, exact=self.proposal_probs)
@@ -136,7 +137,8 @@ class PRIS(BPR):
         clusters = torch.multinomial(torch.softmax(logits, dim=1), m, replacement=True)  # [B, m]
         start, size = self.offsets[clusters], self.offsets[clusters + 1] - self.offsets[clusters]
 
-        def draw(rows, cols):  # uniform within the position's cluster; seen items are redrawn there
+        def draw(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+            # uniform within the position's cluster; seen items are redrawn there
             pick = (torch.rand(rows.shape, device=device) * size[rows, cols]).long()
             return self.members[start[rows, cols] + pick]
 
@@ -150,7 +152,7 @@ class PRIS(BPR):
         """``softmax_j(r_uj - log q_j)`` per positive, without gradient."""
         return torch.softmax(neg_scores.detach() - log_q, dim=1)
 
-    def calculate_loss(self, interaction):
+    def calculate_loss(self, interaction: Interaction) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         user, pos = interaction[self.USER_ID], interaction[self.ITEM_ID]
         negs, log_q = self.sample_negatives(user)
         user_e, pos_e, neg_e = self.user_table(user), self.item_table(pos), self.item_table(negs)

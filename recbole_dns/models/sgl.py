@@ -9,6 +9,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
+from recbole.data.interaction import Interaction
 from recbole.model.general_recommender.sgl import SGL as RecBoleSGL
 
 from recbole_dns.graph import propagate, to_csr
@@ -42,7 +43,7 @@ class SGL(EgoL2Mixin, RecBoleSGL):
         values = torch.as_tensor(coo.data.astype(np.float32))
         return to_csr(torch.sparse_coo_tensor(index, values, coo.shape, check_invariants=True)).to(self.device)
 
-    def forward(self, graph):
+    def forward(self, graph: torch.Tensor | list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         ego = torch.cat([self.user_embedding.weight, self.item_embedding.weight])
         layers = [ego]
         for adj in graph if isinstance(graph, list) else [graph] * self.n_layers:
@@ -55,18 +56,20 @@ class SGL(EgoL2Mixin, RecBoleSGL):
         """``(users, items)`` of the full training graph: the tables SGL's scores are inner products of."""
         return self.forward(self.train_graph)
 
-    def full_sort_predict(self, interaction):
+    def full_sort_predict(self, interaction: Interaction) -> torch.Tensor:
         if self.restore_user_e is None or self.restore_item_e is None:
             self.restore_user_e, self.restore_item_e = self.score_tables()
         return cpu_mm(self.restore_user_e[interaction[self.USER_ID]], self.restore_item_e.t())
 
-    def calc_bpr_loss(self, user_emd, item_emd, user_list, pos_item_list, neg_item_list):
+    def calc_bpr_loss(self, user_emd: torch.Tensor, item_emd: torch.Tensor, user_list: torch.Tensor,
+                      pos_item_list: torch.Tensor, neg_item_list: torch.Tensor) -> torch.Tensor:
         """RecBole's summed BPR loss plus :meth:`ego_loss` (which honours ``require_pow``)."""
         u_e, pi_e, ni_e = user_emd[user_list], item_emd[pos_item_list], item_emd[neg_item_list]
         bpr = -F.logsigmoid((u_e * pi_e).sum(dim=1) - (u_e * ni_e).sum(dim=1)).sum()
         return bpr + self.ego_loss(user_list, pos_item_list, neg_item_list)
 
-    def calc_ssl_loss(self, user_list, pos_item_list, user_sub1, user_sub2, item_sub1, item_sub2):
+    def calc_ssl_loss(self, user_list: torch.Tensor, pos_item_list: torch.Tensor, user_sub1: torch.Tensor,
+                      user_sub2: torch.Tensor, item_sub1: torch.Tensor, item_sub2: torch.Tensor) -> torch.Tensor:
         """RecBole's InfoNCE of the two augmented graphs (every user and item as a negative), the same value
         computed by :func:`recbole_dns.losses.info_nce_table`."""
         users = info_nce_table(user_sub1[user_list], user_sub2, user_list, self.ssl_tau)

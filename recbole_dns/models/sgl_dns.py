@@ -5,6 +5,8 @@ Paper: "Dynamic Negative Sampling for Contrastive Recommendation" (CIKM 2022), S
 
 from __future__ import annotations
 
+import torch
+
 from recbole_dns.dns import DNSBatch, DNSModel
 from recbole_dns.models.sgl import SGL
 
@@ -22,10 +24,10 @@ class SGL_DNS(DNSModel, SGL):
 
     dns_reduction = "sum"
 
-    def train_tables(self):
+    def train_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.score_tables()
 
-    def extra_losses(self, batch: DNSBatch):
+    def extra_losses(self, batch: DNSBatch) -> tuple[torch.Tensor, ...]:
         user_sub1, item_sub1 = self.forward(self.sub_graph1)
         user_sub2, item_sub2 = self.forward(self.sub_graph2)
         ssl = self.calc_ssl_loss(batch.users, batch.pos_items, user_sub1, user_sub2, item_sub1, item_sub2)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from recbole.data.interaction import Interaction
 
 from recbole_dns.graph import propagate
 from recbole_dns.losses import info_nce
@@ -57,7 +58,7 @@ class SimGCL(LightGCN):
         noise = F.normalize(torch.rand_like(emb), dim=-1)
         return emb + torch.sign(emb) * noise * self.eps
 
-    def forward(self, perturbed: bool = False):
+    def forward(self, perturbed: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         ego = self.get_ego_embeddings()
         layers = [ego] if self.use_layer0 else []  # layer 0 is never perturbed
         for _ in range(self.n_layers):
@@ -68,7 +69,7 @@ class SimGCL(LightGCN):
         final = torch.stack(layers, dim=1).mean(dim=1)
         return torch.split(final, [self.n_users, self.n_items])
 
-    def cl_loss(self, interaction) -> torch.Tensor:
+    def cl_loss(self, interaction: Interaction) -> torch.Tensor:
         """``lambda`` x (InfoNCE over the batch's unique users + over its unique positive items)."""
         users = torch.unique(interaction[self.USER_ID])
         items = torch.unique(interaction[self.ITEM_ID])
@@ -79,7 +80,7 @@ class SimGCL(LightGCN):
         )
         return self.cl_weight * loss
 
-    def calculate_loss(self, interaction):
+    def calculate_loss(self, interaction: Interaction) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         self.restore_user_e = self.restore_item_e = None
         user, pos, neg = interaction[self.USER_ID], interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
         users, items = self.forward()
