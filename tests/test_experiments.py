@@ -392,20 +392,21 @@ def test_ablation_chooses_each_rows_learning_rate_on_validation(tmp_path):
 
 
 def test_a_rows_runs_at_every_seed_are_queued_as_soon_as_its_own_choice_is_settled(tmp_path, monkeypatch):
-    """Candidates of rows still choosing go first (a grid extension straight after the point it extends), a row's
-    seeds join the queue the moment its choice is settled, and nothing runs twice; the picks are the brute-force
-    best validation scores."""
+    """Candidates of rows still choosing go first (a grid extension straight after the points it extends, each
+    dataset's edge at once), a row's seeds join the queue the moment its choice is settled, and nothing runs
+    twice; the picks are the brute-force best validation scores."""
     from dataclasses import asdict
 
     from recbole_dns.experiments import ablation, runs
 
-    peak = {"A": 0.04, "B": 0.005}  # A's best rate lies beyond its grid (two extensions), B's inside
+    # A's best rate lies beyond its grid: above it on ml-100k (two extensions), below it on ml-1m; B's inside
+    peak = {("A", "ml-100k"): 0.04, ("A", "ml-1m"): 0.004, ("B", "ml-100k"): 0.005, ("B", "ml-1m"): 0.005}
     order = []
 
     def fake_run(spec, work_dir, threads=1):
-        order.append((spec.label, spec.seed))
+        order.append((spec.dataset, spec.label, spec.seed))
         lr = dict(spec.config)["learning_rate"]
-        valid = 0.0 if spec.label == "C" else -abs(math.log(lr / peak[spec.label[0]]))
+        valid = 0.0 if spec.label == "C" else -abs(math.log(lr / peak[spec.label[0], spec.dataset]))
         return {"status": "ok", "run_id": spec.run_id, "spec": asdict(spec), "valid": {"ndcg@10": valid + 1e-3 * spec.seed}}
 
     monkeypatch.setattr(runs, "safe_run", fake_run)
@@ -418,21 +419,29 @@ def test_a_rows_runs_at_every_seed_are_queued_as_soon_as_its_own_choice_is_settl
         return dict(protocol="full", seeds=2, budget="quick", overrides={}, test_sets=10, negatives=100,
                     data_path=None, variants=variants)
 
+    def both(*labels):  # seed 0 of each label on each dataset, in the runner's order
+        return [(d, label, 0) for d in ("ml-100k", "ml-1m") for label in labels]
+
     run = dict(use_ray=False, cpus_per_run=1, parallel=0, train=True)
     first = opts()
-    chosen, scores = ablation.choose(["ml-100k"], tmp_path, first, run)
-    assert order == [("A lr 0.005", 0), ("A lr 0.01", 0), ("A lr 0.02", 0), ("A lr 0.04", 0),
-                     ("B lr 0.001", 0), ("B lr 0.005", 0), ("B lr 0.01", 0),
-                     ("C", 0), ("C", 1), ("A lr 0.04", 1), ("B lr 0.005", 1)]
-    assert {k: v["label"] for k, v in chosen["ml-100k"].items()} == {"A": "A lr 0.04", "B": "B lr 0.005", "C": "C"}
-    assert [c for c, _ in scores["ml-100k"]["A"]] == ["A lr 0.005", "A lr 0.01", "A lr 0.02", "A lr 0.04"]
+    datasets = ["ml-100k", "ml-1m"]
+    chosen, scores = ablation.choose(datasets, tmp_path, first, run)
+    assert order == [*both("A lr 0.005", "A lr 0.01"), *both("A lr 0.02", "A lr 0.0025"), *both("A lr 0.04"),
+                     *both("B lr 0.001", "B lr 0.005", "B lr 0.01"),
+                     ("ml-100k", "C", 0), ("ml-100k", "C", 1), ("ml-1m", "C", 0), ("ml-1m", "C", 1),
+                     ("ml-100k", "A lr 0.04", 1), ("ml-1m", "A lr 0.005", 1),
+                     ("ml-100k", "B lr 0.005", 1), ("ml-1m", "B lr 0.005", 1)]
+    assert {d: {k: v["label"] for k, v in c.items()} for d, c in chosen.items()} == {
+        "ml-100k": {"A": "A lr 0.04", "B": "B lr 0.005", "C": "C"},
+        "ml-1m": {"A": "A lr 0.005", "B": "B lr 0.005", "C": "C"}}
+    assert [c for c, _ in scores["ml-1m"]["A"]] == ["A lr 0.005", "A lr 0.01", "A lr 0.02", "A lr 0.0025", "A lr 0.04"]
     assert first["edges"] == [("ml-100k", "A", ("learning_rate", 0.08))]  # still on the edge after two extensions
     # the final plan finds every run on disk; choosing again (a resumed study) trains nothing and picks the same
-    final = runs.plan_runs(ablation.NAME, ["ml-100k"], {**first, "chosen": chosen},
+    final = runs.plan_runs(ablation.NAME, datasets, {**first, "chosen": chosen},
                            lambda d: ablation.rows(d, {**first, "chosen": chosen}), None)
-    assert runs.execute(final, tmp_path, **run) == [] and len(final) == 6
-    again = ablation.choose(["ml-100k"], tmp_path, opts(), run)
-    assert again == (chosen, scores) and len(order) == 11
+    assert runs.execute(final, tmp_path, **run) == [] and len(final) == 12
+    again = ablation.choose(datasets, tmp_path, opts(), run)
+    assert again == (chosen, scores) and len(order) == 24
 
 
 def test_a_best_point_on_the_edge_of_its_grid_extends_it():

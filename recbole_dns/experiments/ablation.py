@@ -114,12 +114,13 @@ def setup(datasets: list[str], out: Path, opts: dict, run: dict) -> None:
 def choose(datasets: list[str], out: Path, opts: dict, run: dict) -> tuple[dict, dict]:
     """Train every candidate of the rows with ``choose`` (``choose_seeds`` seeds) and pick, per dataset and
     row, the candidate with the best mean validation NDCG@10. A pick on the edge of its grid (the lowest or
-    highest value of a one-dimensional numeric grid) extends the grid by halving or doubling that value, up to
-    ``extend_edges`` times (default 1), and chooses again. A row's runs at every seed start as soon as its own
-    choice is settled (the rows without ``choose`` at once), beside the other rows' candidates, which go first.
-    Returns ``{dataset: {row label: row}}`` (the candidate in place of a row with ``choose``) and
-    ``{dataset: {row label: [(candidate, valid NDCG@10)]}}``; the rows' grids in ``opts["variants"]`` grow by the
-    extensions, and ``opts["edges"]`` lists the picks still on an edge."""
+    highest value of a one-dimensional numeric grid) extends the grid by halving or doubling that value (each
+    dataset's extension, for the row on every dataset), up to ``extend_edges`` times (default 1), and chooses
+    again. A row's runs at every seed start as soon as its own choice is settled (the rows without ``choose`` at
+    once), beside the other rows' candidates, which go first. Returns ``{dataset: {row label: row}}`` (the
+    candidate in place of a row with ``choose``) and ``{dataset: {row label: [(candidate, valid NDCG@10)]}}``;
+    the rows' grids in ``opts["variants"]`` grow by the extensions, and ``opts["edges"]`` lists the picks still
+    on an edge."""
     variants = opts["variants"] = {**opts["variants"], "rows": [dict(r) for r in opts["variants"]["rows"]]}
     seeds, limit = int(variants.get("choose_seeds", 1)), int(variants.get("extend_edges", 1))
     base = {k: v for k, v in opts.items() if k != "chosen"}
@@ -171,12 +172,14 @@ def choose(datasets: list[str], out: Path, opts: dict, run: dict) -> tuple[dict,
                     first += missing
                     break
                 picked = picks(row)
-                grow = [beyond for _, _, beyond in picked.values() if beyond is not None and beyond[1] is not None]
-                if grow and grown[label] < limit and grow[-1][1] not in row["choose"][grow[-1][0]]:
-                    key, value = grow[-1]
-                    row["choose"] = {**row["choose"], key: [*row["choose"][key], value]}
+                # every dataset's extension at once (two datasets may sit on opposite edges of the same grid)
+                grow = [b for _, _, b in picked.values() if b is not None and b[1] is not None and b[1] not in row["choose"][b[0]]]
+                if grow and grown[label] < limit:
+                    for key, value in grow:
+                        if value not in row["choose"][key]:
+                            row["choose"] = {**row["choose"], key: [*row["choose"][key], value]}
+                            print(f"{label}: the best point is on the edge of its grid; adding {key} {value}", flush=True)
                     grown[label] += 1
-                    print(f"{label}: the best point is on the edge of its grid; adding {key} {value}", flush=True)
                     continue
                 settled.add(label)
                 best = {d: [b] for d, (b, _, _) in picked.items() if b is not None}
