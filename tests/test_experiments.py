@@ -397,7 +397,7 @@ def test_a_rows_runs_at_every_seed_are_queued_as_soon_as_its_own_choice_is_settl
     twice; the picks are the brute-force best validation scores."""
     from dataclasses import asdict
 
-    from recbole_dns.experiments import ablation, runs
+    from recbole_dns.experiments import ablation, runs, scheduler
 
     # A's best rate lies beyond its grid: above it on ml-100k (two extensions), below it on ml-1m; B's inside
     peak = {("A", "ml-100k"): 0.04, ("A", "ml-1m"): 0.004, ("B", "ml-100k"): 0.005, ("B", "ml-1m"): 0.005}
@@ -409,7 +409,7 @@ def test_a_rows_runs_at_every_seed_are_queued_as_soon_as_its_own_choice_is_settl
         valid = 0.0 if spec.label == "C" else -abs(math.log(lr / peak[spec.label[0], spec.dataset]))
         return {"status": "ok", "run_id": spec.run_id, "spec": asdict(spec), "valid": {"ndcg@10": valid + 1e-3 * spec.seed}}
 
-    monkeypatch.setattr(runs, "safe_run", fake_run)
+    monkeypatch.setattr(scheduler, "safe_run", fake_run)
     variants = {"reference": "C", "extend_edges": 2, "rows": [
         {"label": "A", "model": "BPR", "choose": {"learning_rate": [0.005, 0.01]}},
         {"label": "B", "model": "BPR", "choose": {"learning_rate": [0.001, 0.005, 0.01]}},
@@ -439,7 +439,7 @@ def test_a_rows_runs_at_every_seed_are_queued_as_soon_as_its_own_choice_is_settl
     # the final plan finds every run on disk; choosing again (a resumed study) trains nothing and picks the same
     final = runs.plan_runs(ablation.NAME, datasets, {**first, "chosen": chosen},
                            lambda d: ablation.rows(d, {**first, "chosen": chosen}), None)
-    assert runs.execute(final, tmp_path, **run) == [] and len(final) == 12
+    assert scheduler.execute(final, tmp_path, **run) == [] and len(final) == 12
     again = ablation.choose(datasets, tmp_path, opts(), run)
     assert again == (chosen, scores) and len(order) == 24
 

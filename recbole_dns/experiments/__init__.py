@@ -1,8 +1,8 @@
 """The paper's study as one command: ``python -m recbole_dns.experiments EXPERIMENT --dataset=NAME ...``
 (also ``recbole-dns experiments ...``): the experiments' registry, planning, running and the command line.
 
-One module per experiment (its rows, its tables, figures and notes) on shared modules: :mod:`.runs` (the
-runner and the results on disk), :mod:`.report` (rows of runs, tests, CSV and Markdown) and :mod:`.figures`.
+One module per experiment (its rows, its tables, figures and notes) on shared modules: :mod:`.runs` (one
+run and the results on disk), :mod:`.scheduler` (running many), :mod:`.report` (rows of runs, tests, CSV and Markdown) and :mod:`.figures`.
 An experiment module has ``NAME``, ``HELP`` (its line in ``--help``), ``STUDY`` (whether its DNS variants run
 ``--dns-preset``), ``rows(dataset, opts)``, ``report(out, groups, alpha, opts)`` and optionally
 ``setup(datasets, out, opts, run)``; adding one is a module and an entry in :data:`MODULES`.
@@ -19,7 +19,8 @@ from recbole_dns.defaults import PAPER_PRESET, default, presets
 from recbole_dns.experiments import ablation, diagnose, entropy, grid, models, samplers
 from recbole_dns.experiments.ablation import check_variants, expand_choices
 from recbole_dns.experiments.report import write_report
-from recbole_dns.experiments.runs import BUDGETS, PROTOCOLS, RunSpec, execute, plan_runs
+from recbole_dns.experiments.runs import BUDGETS, PROTOCOLS, RunSpec, plan_runs
+from recbole_dns.experiments.scheduler import execute
 
 #: the experiments, in the order of ``--help`` and of ``results.md``
 MODULES = {m.NAME: m for m in (samplers, models, grid, entropy, diagnose, ablation)}

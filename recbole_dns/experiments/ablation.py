@@ -13,7 +13,8 @@ import numpy as np
 from recbole_dns.experiments.figures import markdown, quality_figures
 from recbole_dns.experiments.report import (Family, Group, best_epoch_text, best_valid, cell, change, change_text, compare,
                                             datasets_of, gather, protocols_of, reach)
-from recbole_dns.experiments.runs import METRIC_KEYS, Row, execute, load_result, plan_runs
+from recbole_dns.experiments.runs import METRIC_KEYS, Row, load_result, plan_runs
+from recbole_dns.experiments.scheduler import execute
 from recbole_dns.stats import fmt, mean_std, seed_test
 
 NAME = "ablation"
