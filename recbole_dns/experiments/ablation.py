@@ -13,7 +13,7 @@ import numpy as np
 from recbole_dns.experiments.figures import markdown, quality_figures
 from recbole_dns.experiments.report import (Family, Group, best_epoch_text, best_valid, cell, change, change_text, compare,
                                             datasets_of, gather, protocols_of, reach)
-from recbole_dns.experiments.runs import METRIC_KEYS, Row, load_result, plan_runs
+from recbole_dns.experiments.runs import METRIC_KEYS, Row, finished_ok, plan_runs
 from recbole_dns.experiments.scheduler import execute
 from recbole_dns.stats import fmt, mean_std, seed_test
 
@@ -139,8 +139,7 @@ def choose(datasets: list[str], out: Path, opts: dict, run: dict) -> tuple[dict,
 
     def finished(spec: Any) -> bool:
         """Run in this call (ok or not), or ok on disk from before (an errored one runs again)."""
-        done = spec.run_id in ran or load_result(out, spec)
-        return done is True or (done is not None and done.get("status") == "ok")
+        return spec.run_id in ran or finished_ok(out, spec)
 
     def picks(row: dict) -> dict[str, tuple[dict | None, list, Any]]:
         """Per dataset: the best candidate (``None`` when all failed), every candidate's score, the edge extension."""

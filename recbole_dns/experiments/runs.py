@@ -324,6 +324,12 @@ def load_result(out: Path, spec: RunSpec) -> dict | None:
     return json.loads(path.read_text())
 
 
+def finished_ok(out: Path, spec: RunSpec) -> bool:
+    """Whether ``spec``'s result is on disk and ok (an errored run is run again)."""
+    result = load_result(out, spec)
+    return result is not None and result.get("status") == "ok"
+
+
 def load_per_user(out: Path, run_id: str) -> dict[str, dict[str, np.ndarray]]:
     """``{protocol: {"users": ..., metric: values}}`` of a finished run."""
     path = out / "runs" / f"{run_id}.npz"

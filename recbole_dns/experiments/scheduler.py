@@ -8,7 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
-from recbole_dns.experiments.runs import RunSpec, one_line, load_result, safe_run, save_result
+from recbole_dns.experiments.runs import RunSpec, finished_ok, one_line, safe_run, save_result
 
 #: further runs decided as results come in: ``more(result or None) -> (runs to do next, runs to do last)``
 More = Callable[[dict | None], tuple[list[RunSpec], list[RunSpec]]]
@@ -33,11 +33,10 @@ def execute(specs: list[RunSpec], out: Path, *, address: str | None = None, use_
             if spec.run_id in seen:
                 continue
             seen.add(spec.run_id)
-            done = load_result(out, spec)
-            if done is None or done.get("status") != "ok":
-                fresh.append(spec)
-            else:
+            if finished_ok(out, spec):
                 skipped += 1
+            else:
+                fresh.append(spec)
         if front:
             queue[:0] = fresh
         else:
