@@ -444,8 +444,52 @@ def test_a_rows_runs_at_every_seed_are_queued_as_soon_as_its_own_choice_is_settl
     assert again == (chosen, scores) and len(order) == 24
 
 
+def test_rows_with_a_higher_priority_run_first_candidates_before_seeds(tmp_path, monkeypatch):
+    """``priority`` orders the candidates among themselves and the seed runs among themselves (ties in the file's
+    order); a row's seeds still wait for its choice, and a row without ``choose`` runs through the same queue."""
+    from dataclasses import asdict
+
+    from recbole_dns.experiments import ablation, scheduler
+
+    order = []
+
+    def fake_run(spec, work_dir, threads=1):
+        order.append((spec.label, spec.seed))
+        lr = dict(spec.config)["learning_rate"]
+        return {"status": "ok", "run_id": spec.run_id, "spec": asdict(spec), "valid": {"ndcg@10": -abs(math.log(lr / 0.002))}}
+
+    monkeypatch.setattr(scheduler, "safe_run", fake_run)
+    grid = {"learning_rate": [0.001, 0.01]}
+    variants = {"reference": "D", "extend_edges": 0, "rows": [
+        {"label": "A", "model": "BPR", "choose": grid},
+        {"label": "B", "model": "BPR", "choose": grid, "priority": 1},
+        {"label": "C", "model": "BPR", "config": {"learning_rate": 0.001}, "priority": 2},
+        {"label": "D", "model": "BPR", "config": {"learning_rate": 0.001}}]}
+    opts = dict(protocol="full", seeds=2, budget="quick", overrides={}, test_sets=10, negatives=100, data_path=None,
+                variants=variants)
+    ablation.setup(["ml-100k"], tmp_path, opts, dict(use_ray=False, cpus_per_run=1, parallel=0, train=True))
+    assert order == [("B lr 0.001", 0), ("B lr 0.01", 0), ("A lr 0.001", 0), ("A lr 0.01", 0),
+                     ("C", 0), ("C", 1), ("B lr 0.001", 1), ("D", 0), ("D", 1), ("A lr 0.001", 1)]
+    assert {k: v["label"] for k, v in opts["chosen"]["ml-100k"].items()} == {"A": "A lr 0.001", "B": "B lr 0.001",
+                                                                              "C": "C", "D": "D"}
+    # without ``choose`` anywhere, the rows still run by priority (and nothing is "chosen" in the report)
+    order.clear()
+    plain = {"reference": "D", "rows": variants["rows"][2:]}
+    opts = dict(protocol="full", seeds=1, budget="quick", overrides={}, test_sets=10, negatives=100, data_path=None,
+                variants=plain)
+    ablation.setup(["ml-1m"], tmp_path, opts, dict(use_ray=False, cpus_per_run=1, parallel=0, train=True))
+    assert order == [("C", 0), ("D", 0)] and "chosen" not in opts
+    # a typo in a key, or a priority that is not a number, is an error naming the allowed keys
+    row = {"label": "A", "model": "BPR"}
+    for bad, match in (({"reference": "A", "rows": [{**row, "chose": grid}]}, r"unknown key\(s\) \['chose'\]; allowed: label"),
+                       ({"reference": "A", "rows": [row], "seed": 1}, r"unknown key\(s\) \['seed'\]; allowed: reference"),
+                       ({"reference": "A", "rows": [{**row, "priority": "high"}]}, "`priority` must be a number")):
+        with pytest.raises(ValueError, match=match):
+            ablation.check_variants(bad)
+
+
 def test_a_best_point_on_the_edge_of_its_grid_extends_it():
-    from recbole_dns.experiments.ablation import edge_extension
+    from recbole_dns.experiments.choosing import edge_extension
 
     assert edge_extension({"learning_rate": [0.0005, 0.001, 0.005]}, {"learning_rate": 0.005}) == ("learning_rate", 0.01)
     assert edge_extension({"learning_rate": [0.0005, 0.001, 0.005]}, {"learning_rate": 0.0005}) == ("learning_rate", 0.00025)

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from recbole_dns.defaults import PAPER_PRESET, default, presets
 from recbole_dns.experiments import ablation, diagnose, entropy, grid, models, samplers
-from recbole_dns.experiments.ablation import check_variants, expand_choices
+from recbole_dns.experiments.ablation import check_variants
+from recbole_dns.experiments.choosing import expand_choices
 from recbole_dns.experiments.report import write_report
 from recbole_dns.experiments.runs import BUDGETS, PROTOCOLS, RunSpec, plan_runs
 from recbole_dns.experiments.scheduler import execute

@@ -15,15 +15,18 @@ More = Callable[[dict | None], tuple[list[RunSpec], list[RunSpec]]]
 
 
 def execute(specs: list[RunSpec], out: Path, *, address: str | None = None, use_ray: bool = True,
-            cpus_per_run: float = 1, parallel: int = 0, train: bool = True, more: More | None = None) -> list[dict]:
+            cpus_per_run: float = 1, parallel: int = 0, train: bool = True, more: More | None = None,
+            priority: Callable[[RunSpec], float] | None = None) -> list[dict]:
     """Run every spec whose result is not on disk yet (errored ones again), in parallel through Ray unless
     ``use_ray`` is false (``train=False``: none, only count them). ``more``, when given, is asked before the first
     run (with ``None``) and after each run (with its result) for further runs: the first list goes to the front of
     the queue, the second to its end (so a run that depends on others starts as soon as they are done, beside the
-    rest). Prints a line as each run finishes, with an estimate of the time left."""
+    rest); ``priority(spec)``, when given, orders each of the two parts (higher first, ties in order). Prints a
+    line as each run finishes, with an estimate of the time left."""
     out.mkdir(parents=True, exist_ok=True)
     seen: set[str] = set()
-    queue: list[RunSpec] = []
+    head: list[RunSpec] = []  # the runs that go first (``more``'s first list), then the tail
+    tail: list[RunSpec] = []
     skipped = 0
 
     def add(new: list[RunSpec], front: bool = False) -> None:
@@ -38,9 +41,18 @@ def execute(specs: list[RunSpec], out: Path, *, address: str | None = None, use_
             else:
                 fresh.append(spec)
         if front:
-            queue[:0] = fresh
+            head[:0] = fresh
         else:
-            queue.extend(fresh)
+            tail.extend(fresh)
+        if priority is not None:
+            for part in (head, tail):
+                part.sort(key=lambda spec: -priority(spec))  # stable: ties keep their order
+
+    def left() -> int:
+        return len(head) + len(tail)
+
+    def pop() -> RunSpec:
+        return (head or tail).pop(0)
 
     def ask(result: dict | None) -> None:
         if more is not None:
@@ -51,11 +63,11 @@ def execute(specs: list[RunSpec], out: Path, *, address: str | None = None, use_
     add(list(specs))
     ask(None)
     if not train:
-        print(f"{len(queue)} run(s) missing, not trained (report only), {skipped} done (results in {out / 'runs'})",
+        print(f"{left()} run(s) missing, not trained (report only), {skipped} done (results in {out / 'runs'})",
               flush=True)
         return []
-    print(f"{len(queue)} run(s) to do, {skipped} already done (results in {out / 'runs'})", flush=True)
-    if not queue:
+    print(f"{left()} run(s) to do, {skipped} already done (results in {out / 'runs'})", flush=True)
+    if not left():
         return []
     start = time.perf_counter()
     finished: list[dict] = []
@@ -66,13 +78,13 @@ def execute(specs: list[RunSpec], out: Path, *, address: str | None = None, use_
         finished.append(result)
         ask(result)
         elapsed = time.perf_counter() - start
-        left = elapsed / len(finished) * (len(queue) + len(pending))
-        total = len(finished) + len(queue) + len(pending)
-        print(f"-- {len(finished)}/{total} runs finished ({elapsed:.0f} s; ~{left:.0f} s left)", flush=True)
+        rest = elapsed / len(finished) * (left() + len(pending))
+        total = len(finished) + left() + len(pending)
+        print(f"-- {len(finished)}/{total} runs finished ({elapsed:.0f} s; ~{rest:.0f} s left)", flush=True)
 
     if not use_ray:
-        while queue:
-            record(safe_run(queue.pop(0), str(out), threads=max(1, int(cpus_per_run))))
+        while left():
+            record(safe_run(pop(), str(out), threads=max(1, int(cpus_per_run))))
         return finished
 
     import ray
@@ -83,9 +95,9 @@ def execute(specs: list[RunSpec], out: Path, *, address: str | None = None, use_
     try:
         remote = ray.remote(num_cpus=cpus_per_run)(safe_run)
         limit = parallel or max(1, int(ray.cluster_resources().get("CPU", 1) // max(cpus_per_run, 1e-9)))
-        while queue or pending:
-            while queue and len(pending) < limit:
-                spec = queue.pop(0)
+        while left() or pending:
+            while left() and len(pending) < limit:
+                spec = pop()
                 pending[remote.remote(spec, str(out), max(1, int(cpus_per_run)))] = spec
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
