@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -33,23 +35,32 @@ def info_nce(view1: torch.Tensor, view2: torch.Tensor, temperature: float) -> to
 
 
 #: rows of ``anchor`` per block in :func:`info_nce_table` on the CPU: a block's ``[rows, n]`` scores stay in cache
-#: (2,048 x 22,364 scores at once: log-softmax, its backward and a zero fill were 45% of an SGL step)
-INFO_NCE_BLOCK_ROWS = 128
+#: (2,048 x 22,364 scores at once: log-softmax, its backward and a zero fill were 45% of an SGL step); 64 rows is
+#: the fastest of 32-256 at SGL's size on amazon-beauty (``benchmarks/bench_info_nce.py``)
+INFO_NCE_BLOCK_ROWS = 64
 
 
 class _LogSumExpOfProducts(torch.autograd.Function):
     """``logsumexp(a @ t.T, dim=1)`` in blocks of rows of ``a``; backward recomputes each block's products,
-    so the whole ``[B, n]`` score matrix never exists at once."""
+    so the whole ``[B, n]`` score matrix never exists at once. ``bound``, when given, bounds every score's
+    magnitude (normalised rows): where ``exp`` of the scores cannot overflow their sum (``bound + log n``
+    below the dtype's largest exponent), the row maxima are not needed, and the backward scales the small
+    products (``[rows, d]``) by each row's ``exp(-lse)`` instead of the ``[rows, n]`` scores: one pass over
+    the scores each way (``exp``) instead of three."""
 
     @staticmethod
-    def forward(ctx, a: torch.Tensor, t: torch.Tensor, block: int) -> torch.Tensor:
+    def forward(ctx, a: torch.Tensor, t: torch.Tensor, block: int, bound: float | None) -> torch.Tensor:
+        direct = bound is not None and bound + math.log(max(1, t.shape[0])) < math.log(torch.finfo(a.dtype).max) - 1
         lse = torch.empty(a.shape[0], dtype=a.dtype, device=a.device)
         for s in range(0, a.shape[0], block):
             scores = cpu_mm(a[s : s + block], t.t())
+            if direct:
+                lse[s : s + block] = scores.exp_().sum(dim=1).log_()
+                continue
             top = scores.max(dim=1, keepdim=True).values
             lse[s : s + block] = scores.sub_(top).exp_().sum(dim=1).log_().add_(top.squeeze(1))
         ctx.save_for_backward(a, t, lse)
-        ctx.block = block
+        ctx.block, ctx.direct = block, direct
         return lse
 
     @staticmethod
@@ -58,11 +69,17 @@ class _LogSumExpOfProducts(torch.autograd.Function):
         grad_a, grad_t = torch.empty_like(a), torch.zeros_like(t)
         for s in range(0, a.shape[0], ctx.block):
             e = s + ctx.block
-            # d lse_i / d score_ij = softmax_ij
+            # d lse_i / d score_ij = softmax_ij = exp(score_ij - lse_i)
+            if ctx.direct:
+                w = (grad[s:e] * torch.exp(-lse[s:e])).unsqueeze(1)
+                p = cpu_mm(a[s:e], t.t()).exp_()
+                grad_a[s:e] = cpu_mm(p, t).mul_(w)
+                grad_t += cpu_mm(p.t(), a[s:e] * w)
+                continue
             p = cpu_mm(a[s:e], t.t()).sub_(lse[s:e, None]).exp_().mul_(grad[s:e, None])
             grad_a[s:e] = cpu_mm(p, t)
             grad_t += cpu_mm(p.t(), a[s:e])
-        return grad_a, grad_t, None
+        return grad_a, grad_t, None, None
 
 
 def info_nce_table(anchor: torch.Tensor, table: torch.Tensor, rows: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -77,7 +94,7 @@ def info_nce_table(anchor: torch.Tensor, table: torch.Tensor, rows: torch.Tensor
     a = F.normalize(anchor, dim=1) / temperature
     t = F.normalize(table, dim=1)
     block = INFO_NCE_BLOCK_ROWS if a.device.type == "cpu" else a.shape[0]
-    lse = _LogSumExpOfProducts.apply(a, t, max(1, block))
+    lse = _LogSumExpOfProducts.apply(a, t, max(1, block), 1 / temperature)  # unit rows: |score| <= 1 / temperature
     return (lse - (a * t[rows]).sum(dim=1)).sum()
 
 

@@ -136,6 +136,37 @@ def test_info_nce_matches_the_whole_matrix_form_in_value_and_gradient():
         torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("bound", [None, 1.0])
+def test_blocked_log_sum_exp_has_the_gradients_of_its_value(bound):
+    """Both paths (row maxima; scores bounded by ``bound``) against finite differences, any upstream gradient,
+    across blocks (7 rows in blocks of 3)."""
+    from recbole_dns.losses import _LogSumExpOfProducts
+
+    g = torch.Generator().manual_seed(0)
+    a = F.normalize(torch.randn(7, 4, generator=g, dtype=torch.float64), dim=1).requires_grad_()
+    t = F.normalize(torch.randn(11, 4, generator=g, dtype=torch.float64), dim=1).requires_grad_()
+    assert torch.autograd.gradcheck(lambda x, y: _LogSumExpOfProducts.apply(x, y, 3, bound), (a, t))
+    expected = torch.logsumexp(a @ t.t(), dim=1)
+    torch.testing.assert_close(_LogSumExpOfProducts.apply(a, t, 3, bound), expected)
+
+
+@pytest.mark.parametrize("tau", [0.2, 0.005])
+def test_info_nce_table_is_finite_and_exact_at_any_temperature(tau):
+    """At tau 0.005 the scores reach 200, beyond float32's exp: the row maxima path; at 0.2 the bounded one."""
+    torch.manual_seed(0)
+    anchor, table = torch.randn(150, 8, requires_grad=True), torch.randn(90, 8, requires_grad=True)
+    rows = torch.randint(0, 90, (150,))
+    got = info_nce_table(anchor, table, rows, tau)
+    grads = torch.autograd.grad(got, (anchor, table))
+    a64, t64 = anchor.double(), table.double()
+    logits = F.normalize(a64, dim=1) @ F.normalize(t64, dim=1).t() / tau
+    expected = (torch.logsumexp(logits, dim=1) - logits[torch.arange(150), rows]).sum()
+    assert torch.isfinite(got) and got.item() == pytest.approx(expected.item(), rel=1e-5)
+    for g, r in zip(grads, torch.autograd.grad(expected, (anchor, table))):
+        assert torch.isfinite(g).all()
+        torch.testing.assert_close(g, r.float(), rtol=1e-3, atol=1e-4)
+
+
 def test_info_nce_table_by_hand():
     anchor = torch.tensor([[2.0, 0.0]])
     table = torch.tensor([[0.0, 1.0], [1.0, 1.0], [-3.0, 0.0]])

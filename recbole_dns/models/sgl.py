@@ -26,9 +26,10 @@ class SGL(EgoL2Mixin, RecBoleSGL):
     are rebuilt whenever ``train()`` is called (once per epoch under the Trainer), and both losses are
     sums over the batch, as in the authors' code. The L2 term honours ``require_pow`` (RecBole 1.2.1's SGL
     ignores it and always takes norms, not squared norms). Its InfoNCE is RecBole's, computed in cache-sized
-    blocks of the batch (:meth:`calc_ssl_loss`: the same value; a training step on amazon-beauty 0.77x as
-    long). The full-sort product goes through :func:`recbole_dns.shims.cpu_mm` (1.3-1.6x faster on this
-    project's AMD CPU).
+    blocks of the batch with one pass over each block's scores (:meth:`calc_ssl_loss`: the same value; a
+    training step on amazon-beauty takes 0.77x, then 0.83x of that: docs/benchmarks.md, "SGL's InfoNCE").
+    The full-sort product goes through :func:`recbole_dns.shims.cpu_mm` (1.3-1.6x faster on this project's
+    AMD CPU).
     """
 
     loss_terms = ("bpr + l2 + ssl",)  # what calculate_loss returns, for error messages
