@@ -136,6 +136,23 @@ def test_info_nce_matches_the_whole_matrix_form_in_value_and_gradient():
         torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-6)
 
 
+def test_layer_mean_is_the_stacked_mean_in_value_and_gradient(prepare):
+    from recbole_dns.graph import layer_mean
+
+    g = torch.Generator().manual_seed(0)
+    layers = [torch.randn(9, 4, generator=g, requires_grad=True) for _ in range(3)]
+    upstream = torch.randn(9, 4, generator=g)
+    mine, theirs = layer_mean(layers), torch.stack(layers, dim=1).mean(dim=1)
+    torch.testing.assert_close(mine, theirs)
+    for a, b in zip(torch.autograd.grad(mine, layers, upstream), torch.autograd.grad(theirs, layers, upstream)):
+        torch.testing.assert_close(a, b)
+    model = prepare("LightGCN")[1].model  # its tables are the mean of the layers MixGCF reads
+    users, items = model.forward()
+    layer_users, layer_items = model.layer_embeddings()
+    torch.testing.assert_close(users, layer_users.mean(dim=1))
+    torch.testing.assert_close(items, layer_items.mean(dim=1))
+
+
 @pytest.mark.parametrize("bound", [None, 1.0])
 def test_blocked_log_sum_exp_has_the_gradients_of_its_value(bound):
     """Both paths (row maxima; scores bounded by ``bound``) against finite differences, any upstream gradient,

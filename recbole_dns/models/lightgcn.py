@@ -9,7 +9,7 @@ import torch
 from recbole.data.interaction import Interaction
 from recbole.model.general_recommender.lightgcn import LightGCN as RecBoleLightGCN
 
-from recbole_dns.graph import propagate, symmetric_norm_adjacency, to_csr
+from recbole_dns.graph import layer_mean, propagate, symmetric_norm_adjacency, to_csr
 from recbole_dns.losses import EgoL2Mixin
 from recbole_dns.shims import cpu_mm
 
@@ -32,18 +32,21 @@ class LightGCN(EgoL2Mixin, RecBoleLightGCN):
     def get_norm_adj_mat(self) -> torch.Tensor:
         return to_csr(symmetric_norm_adjacency(self.interaction_matrix))
 
-    def layer_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every layer's embeddings: users ``[n_users, L+1, d]`` and items ``[n_items, L+1, d]``."""
+    def layers(self) -> list[torch.Tensor]:
+        """Every layer's embeddings, users then items: ``L+1`` tables ``[n_users + n_items, d]``."""
         ego = self.get_ego_embeddings()
         layers = [ego]
         for _ in range(self.n_layers):
             ego = propagate(self.norm_adj_matrix, ego)
             layers.append(ego)
-        return torch.split(torch.stack(layers, dim=1), [self.n_users, self.n_items])
+        return layers
+
+    def layer_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every layer's embeddings: users ``[n_users, L+1, d]`` and items ``[n_items, L+1, d]``."""
+        return torch.split(torch.stack(self.layers(), dim=1), [self.n_users, self.n_items])
 
     def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
-        users, items = self.layer_embeddings()
-        return users.mean(dim=1), items.mean(dim=1)
+        return torch.split(layer_mean(self.layers()), [self.n_users, self.n_items])
 
     def full_sort_predict(self, interaction: Interaction) -> torch.Tensor:
         if self.restore_user_e is None or self.restore_item_e is None:

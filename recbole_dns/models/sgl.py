@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from recbole.data.interaction import Interaction
 from recbole.model.general_recommender.sgl import SGL as RecBoleSGL
 
-from recbole_dns.graph import propagate, to_csr
+from recbole_dns.graph import layer_mean, propagate, to_csr
 from recbole_dns.losses import EgoL2Mixin, info_nce_table
 from recbole_dns.shims import cpu_mm
 
@@ -50,7 +50,7 @@ class SGL(EgoL2Mixin, RecBoleSGL):
         for adj in graph if isinstance(graph, list) else [graph] * self.n_layers:
             ego = propagate(adj, ego)
             layers.append(ego)
-        final = torch.stack(layers, dim=1).mean(dim=1)
+        final = layer_mean(layers)
         return torch.split(final, [self.n_users, self.n_items])
 
     def score_tables(self) -> tuple[torch.Tensor, torch.Tensor]:

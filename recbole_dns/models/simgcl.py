@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from recbole.data.interaction import Interaction
 
-from recbole_dns.graph import propagate
+from recbole_dns.graph import layer_mean, propagate
 from recbole_dns.losses import info_nce
 from recbole_dns.models.lightgcn import LightGCN
 
@@ -66,7 +66,7 @@ class SimGCL(LightGCN):
             if perturbed:
                 ego = self.perturb(ego)
             layers.append(ego)
-        final = torch.stack(layers, dim=1).mean(dim=1)
+        final = layer_mean(layers)
         return torch.split(final, [self.n_users, self.n_items])
 
     def cl_loss(self, interaction: Interaction) -> torch.Tensor:
