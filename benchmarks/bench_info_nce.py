@@ -4,7 +4,7 @@
 
 At SGL's size on amazon-beauty (a batch of 2,048 anchors against a table of 22,364 users) and SimGCL's (2,048 against
 the 2,048 rows of the other view), three ways to compute the same loss and its gradients: RecBole's formula (the whole
-``[B, n]`` score matrix, then log-softmax), the blocked log-sum-exp with the row maxima (``bound`` unset: every block's
+``[B, n]`` score matrix, then log-softmax), the blocked log-sum-exp with the row maxima (``bounded=False``: every block's
 scores shifted by their maxima, three passes over them each way), and the blocked log-sum-exp as
 :func:`recbole_dns.losses.info_nce_table` runs it (the scores bounded by ``1 / tau``: one pass each way), at several
 block sizes. Medians of ``--reps`` repetitions, the ways alternated; ratios against RecBole's formula.
@@ -36,9 +36,7 @@ def recbole_form(anchor: torch.Tensor, table: torch.Tensor, rows: torch.Tensor, 
 
 def blocked(block: int, bound: bool):
     def loss(anchor: torch.Tensor, table: torch.Tensor, rows: torch.Tensor, tau: float) -> torch.Tensor:
-        a, t = F.normalize(anchor, dim=1) / tau, F.normalize(table, dim=1)
-        lse = losses._LogSumExpOfProducts.apply(a, t, block, 1 / tau if bound else None)
-        return (lse - (a * t[rows]).sum(dim=1)).sum()
+        return losses.info_nce_table(anchor, table, rows, tau, block=block, bounded=bound)
     return loss
 
 

@@ -82,19 +82,26 @@ class _LogSumExpOfProducts(torch.autograd.Function):
         return grad_a, grad_t, None, None
 
 
-def info_nce_table(anchor: torch.Tensor, table: torch.Tensor, rows: torch.Tensor, temperature: float) -> torch.Tensor:
+def info_nce_table(
+    anchor: torch.Tensor, table: torch.Tensor, rows: torch.Tensor, temperature: float, *,
+    block: int | None = None, bounded: bool = True,
+) -> torch.Tensor:
     """Sum over i of ``-log softmax`` of ``cos(anchor_i, table_j) / temperature`` over every row j of ``table``,
     at its positive ``j = rows[i]`` (SGL's InfoNCE: each anchor against the whole table).
 
     The value of RecBole's ``-sum(log(exp(pos / t) / sum(exp(all / t))))`` with ``1 / t`` folded into the
     anchors; on the CPU its log-sum-exp runs over blocks of :data:`INFO_NCE_BLOCK_ROWS` anchors that stay
     in cache (:class:`_LogSumExpOfProducts`), elsewhere over the whole batch at once. It cannot overflow at
-    small ``t``, as the exponentials of the original could.
+    small ``t``, as the exponentials of the original could. ``block`` (rows per block) and ``bounded``
+    (``False``: shift every block by its row maxima even where the bound makes it needless) are for
+    ``benchmarks/bench_info_nce.py``; the defaults are the fastest measured.
     """
     a = F.normalize(anchor, dim=1) / temperature
     t = F.normalize(table, dim=1)
-    block = INFO_NCE_BLOCK_ROWS if a.device.type == "cpu" else a.shape[0]
-    lse = _LogSumExpOfProducts.apply(a, t, max(1, block), 1 / temperature)  # unit rows: |score| <= 1 / temperature
+    if block is None:
+        block = INFO_NCE_BLOCK_ROWS if a.device.type == "cpu" else a.shape[0]
+    bound = 1 / temperature if bounded else None  # unit rows: |score| <= 1 / temperature
+    lse = _LogSumExpOfProducts.apply(a, t, max(1, block), bound)
     return (lse - (a * t[rows]).sum(dim=1)).sum()
 
 
