@@ -167,13 +167,15 @@ def test_blocked_log_sum_exp_has_the_gradients_of_its_value(bound):
     torch.testing.assert_close(_LogSumExpOfProducts.apply(a, t, 3, bound), expected)
 
 
+@pytest.mark.parametrize("keywords", [{}, {"bounded": False}, {"block": 7}, {"block": 1000, "bounded": False}])
 @pytest.mark.parametrize("tau", [0.2, 0.005])
-def test_info_nce_table_is_finite_and_exact_at_any_temperature(tau):
-    """At tau 0.005 the scores reach 200, beyond float32's exp: the row maxima path; at 0.2 the bounded one."""
+def test_info_nce_table_is_finite_and_exact_at_any_temperature(tau, keywords):
+    """At tau 0.005 the scores reach 200, beyond float32's exp: the row maxima path; at 0.2 the bounded one
+    (``bounded=False`` forces the row maxima; any ``block``, the whole batch included, gives the same loss)."""
     torch.manual_seed(0)
     anchor, table = torch.randn(150, 8, requires_grad=True), torch.randn(90, 8, requires_grad=True)
     rows = torch.randint(0, 90, (150,))
-    got = info_nce_table(anchor, table, rows, tau)
+    got = info_nce_table(anchor, table, rows, tau, **keywords)
     grads = torch.autograd.grad(got, (anchor, table))
     a64, t64 = anchor.double(), table.double()
     logits = F.normalize(a64, dim=1) @ F.normalize(t64, dim=1).t() / tau
