@@ -29,14 +29,13 @@ def main() -> None:
     args = parser.parse_args()
     hard = {"hard_neg": "dns_mn", "hard_neg_m": args.candidates, "hard_neg_n": 1}
     setups = {}
-    for label, config in ((args.model, {}), ("hard negatives, as shipped", hard),
-                          ("hard negatives, their own propagation", hard)):
+    for label, config in ((args.model, {}), ("hard negatives, as shipped", hard)):
         _, trainer, train = trainer_for(args, args.model, config)
-        if label.endswith("their own propagation"):
-            if not getattr(trainer.model, "tables_from_forward", False):
-                continue  # the pick propagates on its own already
-            trainer.model.tables_from_forward = False
         setups[label] = (trainer, train)
+    if getattr(trainer.model, "tables_from_forward", False):  # SGL's pick propagates on its own already
+        _, trainer, train = trainer_for(args, args.model, hard)
+        trainer.model.tables_from_forward = False
+        setups["hard negatives, their own propagation"] = (trainer, train)
     times: dict[str, list[float]] = {label: [] for label in setups}
     for epoch in range(args.epochs + 1):
         for label, (trainer, train) in setups.items():
