@@ -6,7 +6,9 @@
     ``torch.topk`` on the same tensors (no masking, no chunking), alternated, medians; for graph models
     the refresh also includes the model's one no-grad propagation;
 (b) training epoch of the ``_DNS`` variant against its base model (``--base``, default BPR), same data
-    and batch size, alternated, with the refresh amortised over ``dns_n`` epochs;
+    and batch size, alternated, with the refresh amortised over ``dns_n`` epochs; with ``--compile`` also the
+    variant with its loss compiled (``dns_compile: true``), and each one's first epoch (the compiled one's
+    holds the one-off compile: 14-16 s on a new machine, 4-6 s from torch's on-disk cache);
 (c) peak extra memory of one refresh (CUDA: allocator peak; CPU: peak RSS of a child process), next to
     the unchunked score matrix it avoids.
 Targets: (a) <= 1.5x, (b) <= 1.2x (issue 21: BPR_DNS <= 1.1x on amazon-beauty and gowalla).
@@ -32,9 +34,10 @@ from recbole_dns.sampling import exclusion_matrix
 from recbole_dns.shims import cpu_mm
 
 
-def _setup(args, model: str) -> tuple:
+def _setup(args, model: str, **config) -> tuple:
     """The trainer (and loader) of ``model``, the mechanism as the paper has it, with the options' k, n and bound."""
-    return trainer_for(args, model, {"dns_k": args.k, "dns_n": args.n, "dns_refresh_mb": args.refresh_mb}, paper=True)
+    return trainer_for(args, model, {"dns_k": args.k, "dns_n": args.n, "dns_refresh_mb": args.refresh_mb, **config},
+                       paper=True)
 
 
 def bench_refresh(args, trainer, train) -> dict:
@@ -63,23 +66,39 @@ def bench_refresh(args, trainer, train) -> dict:
 
 
 def bench_epochs(args, refresh_s: float, dns, dns_train) -> dict:
-    """The ``_DNS`` variant's epochs (``dns``, the trainer (a) measured) against its base's, alternated."""
+    """The ``_DNS`` variant's epochs (``dns``, the trainer (a) measured) against its base's, alternated; with
+    ``--compile``, also the variant with its loss compiled (``dns_compile: true``), and the first epoch of
+    each (the compile is in the compiled one's)."""
     _, bpr, bpr_train = _setup(args, args.base)
-    dns.model.on_epoch_start(0)
+    arms = {"base": (bpr, bpr_train), "dns": (dns, dns_train)}
+    if args.compile:
+        _, compiled, compiled_train = _setup(args, args.base + "_DNS", dns_compile=True)
+        arms["compiled"] = (compiled, compiled_train)
     device = dns.device
     # the refresh is kept out of the timed epochs (none is a multiple of dns_n) and added back below,
     # amortised over dns_n
     epochs = list(itertools.islice((e for e in itertools.count(1) if e % args.n), args.epochs + 1))
-    bpr._train_epoch(bpr_train, epochs[0]), dns._train_epoch(dns_train, epochs[0])  # warm-up
-    t_bpr, t_dns = [], []
-    for epoch in epochs[1:]:
+    first = {}
+    for name, (trainer, train) in arms.items():  # warm-up
+        if trainer is not bpr:
+            trainer.model.on_epoch_start(0)
+        first[name] = timed(lambda: trainer._train_epoch(train, epochs[0]), device)[0]
+    t = {name: [] for name in arms}
+    names = list(arms)
+    for i, epoch in enumerate(epochs[1:]):
         assert not dns.model.dns_pool.due(epoch)
-        t_bpr.append(timed(lambda: bpr._train_epoch(bpr_train, epoch), device)[0])
-        t_dns.append(timed(lambda: dns._train_epoch(dns_train, epoch), device)[0])
-    bpr_s, dns_s = statistics.median(t_bpr), statistics.median(t_dns)
-    return {"base_epoch_s": bpr_s, "dns_epoch_s": dns_s, "dns_epoch_amortised_s": dns_s + refresh_s / args.n,
-            "epoch_ratio": (dns_s + refresh_s / args.n) / bpr_s,
-            "epoch_ratio_pairwise": statistics.median(d / b for d, b in zip(t_dns, t_bpr)) + refresh_s / args.n / bpr_s}
+        for name in names[i % len(names):] + names[: i % len(names)]:  # each arm in each position in turn
+            trainer, train = arms[name]
+            t[name].append(timed(lambda: trainer._train_epoch(train, epoch), device)[0])
+    bpr_s, dns_s = statistics.median(t["base"]), statistics.median(t["dns"])
+    out = {"base_epoch_s": bpr_s, "dns_epoch_s": dns_s, "dns_epoch_amortised_s": dns_s + refresh_s / args.n,
+           "epoch_ratio": (dns_s + refresh_s / args.n) / bpr_s,
+           "epoch_ratio_pairwise": statistics.median(d / b for d, b in zip(t["dns"], t["base"])) + refresh_s / args.n / bpr_s}
+    if "compiled" in arms:
+        compiled_s = statistics.median(t["compiled"])
+        out.update({"compiled_epoch_s": compiled_s, "compiled_epoch_ratio": (compiled_s + refresh_s / args.n) / bpr_s,
+                    "first_epoch_s": first["dns"], "compiled_first_epoch_s": first["compiled"]})
+    return out
 
 
 def refresh_memory(args, trainer, train, mode: str) -> dict:
@@ -123,6 +142,7 @@ def main() -> None:
     parser.add_argument("--refresh_mb", type=float, default=256.0, help="dns_refresh_mb")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--compile", action="store_true", help="(b) also with dns_compile: true")
     parser.add_argument("--json", default=None, help="also write the results to this file")
     parser.add_argument("--mem-child", dest="mem_child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -146,7 +166,10 @@ def main() -> None:
         f"(a) refresh {res['refresh_s']:.3f} s vs floor {res['floor_s']:.3f} s: ratio {res['refresh_over_floor']:.2f} (target <= 1.5)\n"
         f"(b) epoch {args.base}_DNS {res['dns_epoch_s']:.3f} s + refresh/n {res['refresh_s'] / args.n:.3f} s vs "
         f"{args.base} {res['base_epoch_s']:.3f} s: ratio {res['epoch_ratio']:.2f} (target <= 1.2; issue 21: <= 1.1 for BPR)\n"
-        f"(c) refresh peak extra memory {res['refresh_extra_mib']:.0f} MiB (bound {args.refresh_mb:.0f} MiB; "
+        + (f"    with its loss compiled (dns_compile: true): {res['compiled_epoch_s']:.3f} s, ratio "
+           f"{res['compiled_epoch_ratio']:.2f}; first epoch {res['compiled_first_epoch_s']:.2f} s compiling, "
+           f"{res['first_epoch_s']:.2f} s eager\n" if "compiled_epoch_s" in res else "")
+        + f"(c) refresh peak extra memory {res['refresh_extra_mib']:.0f} MiB (bound {args.refresh_mb:.0f} MiB; "
         f"unchunked {res['unchunked_extra_mib']:.0f} MiB)"
     )
 

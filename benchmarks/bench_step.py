@@ -26,8 +26,10 @@ DRAW = "draw of i'-"  # timed apart, after the step: it is part of the forward
 
 
 def setup(args: argparse.Namespace, model: str) -> tuple:
-    """(trainer, loader) of ``model`` on the data the options give, the mechanism as the paper has it."""
-    _, trainer, train = trainer_for(args, model, paper=True)
+    """(trainer, loader) of ``model`` on the data the options give, the mechanism as the paper has it (its loss
+    compiled with ``--compile``)."""
+    _, trainer, train = trainer_for(args, model, {"dns_compile": True} if args.compile and model.endswith("_DNS") else {},
+                                    paper=True)
     return trainer, train
 
 
@@ -74,6 +76,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_args(parser)
     parser.add_argument("--base", default="BPR", help="base model; its _DNS variant is compared to it")
+    parser.add_argument("--compile", action="store_true", help="the _DNS variant with dns_compile: true")
     parser.add_argument("--batches", type=int, default=20, help="steps timed per repetition")
     parser.add_argument("--reps", type=int, default=5, help="repetitions, the two models alternated")
     args = parser.parse_args()
@@ -97,7 +100,8 @@ def main() -> None:
     print(json.dumps({"dataset": args.dataset, "batch_size": args.batch_size, "device": args.device,
                       "threads": torch.get_num_threads(), "ms_per_step": med}, indent=1))
     extra = dns["step"] - base["step"]
-    print(f"\n{names[1]} vs {names[0]}, {args.dataset}, batch {args.batch_size}, {args.device}, "
+    compiled = " (dns_compile: true)" if args.compile else ""
+    print(f"\n{names[1]}{compiled} vs {names[0]}, {args.dataset}, batch {args.batch_size}, {args.device}, "
           f"{torch.get_num_threads()} threads; ms per step (medians of {args.reps} x {args.batches} steps)")
     print(f"| part | {names[0]} | {names[1]} | ratio | share of the extra |\n|---|---|---|---|---|")
     for part in (*PARTS, "step"):

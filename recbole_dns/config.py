@@ -52,6 +52,7 @@ KEYS: dict[str, tuple[Any, str]] = {
     "dns_refresh_dtype": (lambda v: v in REFRESH_DTYPES, " | ".join(REFRESH_DTYPES)),
     "dns_index": (lambda v: v in INDEXES, " | ".join(INDEXES)),
     "dns_index_nprobe": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "dns_compile": (lambda v: isinstance(v, bool), "true or false"),
     "dist_timeout": (lambda v: _is_number(v) and v > 0, "a number > 0 (seconds)"),
     "dns_negs": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "dns_candidates": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),

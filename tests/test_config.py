@@ -87,6 +87,7 @@ def test_builtin_recbole_model_resolves():
         ("dns_refresh_mb", 0, r"a number > 0 \(MiB\)"),
         ("dns_refresh_dtype", "float64", "float32 | float16 | bfloat16"),
         ("dist_timeout", 0, r"a number > 0 \(seconds\)"),
+        ("dns_compile", "auto", "true or false"),
     ],
 )
 def test_bad_values_name_the_key_and_the_allowed_range(key, value, allowed):

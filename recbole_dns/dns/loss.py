@@ -75,6 +75,15 @@ def loss_from_logits(logits: torch.Tensor, reduction: str = "mean") -> torch.Ten
     return losses.mean() if reduction == "mean" else losses.sum()
 
 
+def dns_loss_parts(user_e: torch.Tensor, candidates: torch.Tensor, tau: float, similarity: str = "cosine",
+                   reduction: str = "mean") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """A batch's loss and what it computed on the way: ``(loss, logits [K, B], user_sq [B], items_sq [K, B])``
+    (:func:`loss_from_logits` of :func:`dns_logits_parts`; the squared norms ``None`` for ``dot``). The model
+    calls it through :mod:`~recbole_dns.dns.compiled`, which may compile it into one fused kernel."""
+    logits, user_sq, items_sq = dns_logits_parts(user_e, candidates, tau, similarity)
+    return loss_from_logits(logits, reduction), logits, user_sq, items_sq
+
+
 def stacked_dns_loss(user_e: torch.Tensor, candidates: torch.Tensor, tau: float, reduction: str = "mean",
                      similarity: str = "cosine") -> torch.Tensor:
     """:func:`dns_loss` with the items stacked as ``[K, B, d]``, the positive first."""

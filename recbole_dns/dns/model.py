@@ -9,7 +9,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from recbole_dns.dns.loss import dns_logits, dns_logits_parts, loss_from_logits
+from recbole_dns.dns.compiled import loss_function
+from recbole_dns.dns.loss import dns_logits
 from recbole_dns.dns.pool import DNSPool
 from recbole_dns.losses import l2_loss
 from recbole_dns.shims import cpu_mm
@@ -129,6 +130,7 @@ class DNSModel:
         elif self.dns_loss != "softmax":  # the base model's own loss
             self.loss_terms = super(DNSModel, self).loss_terms
         self.dns_pool = DNSPool.from_dataset(dataset, config)
+        self.dns_compile = bool(config["dns_compile"])  # the batch loss through torch.compile (dns/compiled.py)
         self.dns_epoch = 0
         self._cosine_tables: tuple[torch.Tensor, torch.Tensor] | None = None
         #: callables given every :class:`DNSBatch` after its loss is computed (diagnostics)
@@ -230,8 +232,8 @@ class DNSModel:
         item_ids = torch.cat([torch.stack([interaction[self.ITEM_ID], *static]), dns_neg.t()])
         user_e = F.embedding(users, user_table)
         candidates = F.embedding(item_ids, item_table)
-        logits, user_sq, items_sq = dns_logits_parts(user_e, candidates, self.dns_tau, self.dns_similarity)
-        main = loss_from_logits(logits, self.dns_reduction)
+        main, logits, user_sq, items_sq = loss_function(self.dns_compile)(
+            user_e, candidates, self.dns_tau, self.dns_similarity, self.dns_reduction)
         s = len(static)
         dns_e = candidates[1 + s:].transpose(0, 1)  # [B, m, d]
         single = self.dns_negs == 1

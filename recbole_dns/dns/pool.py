@@ -195,7 +195,9 @@ class DNSPool:
             cols = self.perm[users.unsqueeze(1), slots]
         else:
             cols = torch.randint(self.k, (users.shape[0], m), device=self.pool.device)
-        out = self.pool[users.unsqueeze(1), cols]
+        # rows of the flat pool: a 1-D index_select is ~3x faster than 2-D advanced indexing on the CPU
+        cols.add_(users.unsqueeze(1) * self.k)
+        out = self.pool.reshape(-1).index_select(0, cols.view(-1)).view(cols.shape)
         return out.squeeze(1) if m == 1 else out
 
     def state_dict(self) -> dict:
