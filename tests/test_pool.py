@@ -205,3 +205,21 @@ def test_blocked_refresh_with_a_tail_of_columns_matches_brute_force(sampler, lar
     assert int(pool.max()) < 1003
     for u in range(41):
         assert set(pool[u].tolist()) == ref[u], f"user {u}"
+
+
+@pytest.mark.parametrize("m", [1, 3])
+def test_batch_draw_takes_random_columns_of_each_users_own_row(m):
+    from recbole_dns.dns import DNSPool
+
+    exclude = sp.csr_matrix((5, 40), dtype=np.float32)
+    pool = DNSPool(exclude, n=1, k=7)
+    pool.pool = torch.arange(5 * 7).view(5, 7) + 100  # row u holds 100 + 7u .. 100 + 7u + 6
+    users = torch.tensor([4, 0, 4, 2, 1, 3, 3])
+    torch.manual_seed(5)
+    drawn = pool.sample(users, m)
+    torch.manual_seed(5)
+    cols = torch.randint(7, (len(users), m))  # the same random columns, read by 2-D indexing
+    expected = pool.pool[users.unsqueeze(1), cols]
+    assert torch.equal(drawn, expected.squeeze(1) if m == 1 else expected)
+    rows = (drawn.view(len(users), -1) - 100) // 7
+    assert torch.equal(rows, users.unsqueeze(1).expand_as(rows))  # each instance draws from its own user's row
