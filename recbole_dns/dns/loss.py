@@ -91,4 +91,4 @@ def stacked_dns_loss(user_e: torch.Tensor, candidates: torch.Tensor, tau: float,
         raise ValueError(f"tau must be > 0; got {tau!r}")
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be mean or sum; got {reduction!r}")
-    return loss_from_logits(dns_logits(user_e, candidates, tau, similarity), reduction)
+    return dns_loss_parts(user_e, candidates, tau, similarity, reduction)[0]
