@@ -38,8 +38,8 @@ from recbole_dns.shims import cpu_mm
 
 def _setup(args, model: str, **config) -> tuple:
     """The trainer (and loader) of ``model``, the mechanism as the paper has it, with the options' k, n and bound."""
-    return trainer_for(args, model, {"dns_k": args.k, "dns_n": args.n, "dns_refresh_mb": args.refresh_mb, **config},
-                       paper=True)
+    return trainer_for(args, model, {"dns_k": args.k, "dns_n": args.n, "dns_refresh_mb": args.refresh_mb,
+                                      "fused_optimizer": args.fused, **config}, paper=True)
 
 
 def bench_refresh(args, trainer, train) -> dict:
@@ -164,6 +164,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--compile", action="store_true", help="(b) also with dns_compile: true")
+    parser.add_argument("--fused", action="store_true", help="every arm with fused_optimizer: true")
     parser.add_argument("--json", default=None, help="also write the results to this file")
     parser.add_argument("--mem-child", dest="mem_child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -173,7 +174,8 @@ def main() -> None:
         memory_child(args)
         return
     _, trainer, train = _setup(args, args.base + "_DNS")
-    res = {"base": args.base, "dataset": args.dataset, "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
+    res = {"base": args.base, "dataset": args.dataset, "fused_optimizer": args.fused,
+           "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
            "threads": torch.get_num_threads(), "k": args.k, "n": args.n, "batch_size": args.batch_size}
     res.update(bench_refresh(args, trainer, train))
     res.update(bench_epochs(args, res["refresh_s"], trainer, train))
@@ -183,7 +185,7 @@ def main() -> None:
         Path(args.json).write_text(json.dumps(res, indent=1))
     print(
         f"\n{args.base}_DNS vs {args.base}, {args.dataset} ({res['n_users']} users x {res['n_items']} items, k={args.k}, n={args.n}, "
-        f"batch {args.batch_size}, {res['device']}, {res['threads']} threads)\n"
+        f"batch {args.batch_size}, {res['device']}, {res['threads']} threads{', fused_optimizer' if args.fused else ''})\n"
         f"(a) refresh {res['refresh_s']:.3f} s vs floor {res['floor_s']:.3f} s: ratio {res['refresh_over_floor']:.2f} (target <= 1.5)\n"
         f"(b) epoch {args.base}_DNS {res['dns_epoch_s']:.3f} s + refresh/n {res['refresh_in_rounds_s'] / args.n:.3f} s vs "
         f"{args.base} {res['base_epoch_s']:.3f} s (medians of {res['rounds']} rounds): ratio {res['epoch_ratio']:.2f} "

@@ -20,6 +20,7 @@ from recbole_dns.errors import ConfigError
 from recbole_dns.negatives import HARD_NEGATIVES, with_hard_negatives
 from recbole_dns.parallel import init_process_group
 from recbole_dns.shims import distributed_run, recbole_is
+from recbole_dns.trainer import FUSED_LEARNERS
 
 
 def with_dns_preset(model: str, config: dict, preset: str | None = PAPER_PRESET) -> dict:
@@ -53,6 +54,7 @@ KEYS: dict[str, tuple[Any, str]] = {
     "dns_index": (lambda v: v in INDEXES, " | ".join(INDEXES)),
     "dns_index_nprobe": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "dns_compile": (lambda v: isinstance(v, bool), "true or false"),
+    "fused_optimizer": (lambda v: isinstance(v, bool), "true or false"),
     "dist_timeout": (lambda v: _is_number(v) and v > 0, "a number > 0 (seconds)"),
     "dns_negs": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "dns_candidates": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
@@ -107,6 +109,10 @@ def validate_config(config: Any) -> None:
                 raise ConfigError(f"config key '{key}' must be {wanted} with dns_loss: {config['dns_loss']} (the "
                                   f"pool's item replaces the base model's one negative; {key} applies to dns_loss: "
                                   f"softmax); got {config[key]!r}")
+    learner = str(config["learner"]).lower()
+    if config["fused_optimizer"] and learner not in FUSED_LEARNERS:
+        raise ConfigError(f"config key 'fused_optimizer' applies to learner {' or '.join(FUSED_LEARNERS)} (torch's fused "
+                          f"kernels); learner is {config['learner']!r} (set fused_optimizer: false)")
     dynamic = (config["train_neg_sample_args"] or {}).get("dynamic")
     if config["hard_neg"] != "none" and dynamic:
         raise ConfigError(

@@ -4,6 +4,7 @@ around and applied only where it is needed, never at import.
 * :func:`silence_known_warnings` - by the runner (:mod:`recbole_dns.quick_start`) before it trains;
 * :func:`restore_dok_update` - by the model registry when it hands out one of RecBole's graph models;
 * :func:`distributed_run` - by :class:`recbole_dns.Config` in a distributed run only;
+* :func:`fused_optimizer_devices` - by the trainer, with ``fused_optimizer: true``;
 * :func:`cpu_mm` - by the exact pool refresh (:mod:`recbole_dns.dns.kernel`) and the
   full-sort scores of BPR, LightGCN (and its subclasses) and ``dns_predict: cosine``, on the CPU.
 
@@ -166,3 +167,14 @@ def cpu_mm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) ->
     with blas.limit(limits=torch.get_num_threads()):
         np.matmul(a.detach().numpy(), b.detach().numpy(), out=out.numpy())
     return out
+
+
+def fused_optimizer_devices() -> tuple[str, ...]:
+    """The device types torch has fused Adam / AdamW kernels for. torch checks a parameter's device only at the
+    optimiser's first step, deep inside training; this asks torch's own list first (a private helper since torch 2.2;
+    before torch 2.4 the fused kernels were CUDA-only)."""
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+    except ImportError:
+        return ("cuda",) if not version_at_least(torch.__version__, "2.4") else ("cpu", "cuda")
+    return tuple(_get_fused_kernels_supported_devices())

@@ -88,11 +88,18 @@ def test_builtin_recbole_model_resolves():
         ("dns_refresh_dtype", "float64", "float32 | float16 | bfloat16"),
         ("dist_timeout", 0, r"a number > 0 \(seconds\)"),
         ("dns_compile", "auto", "true or false"),
+        ("fused_optimizer", "auto", "true or false"),
     ],
 )
 def test_bad_values_name_the_key_and_the_allowed_range(key, value, allowed):
     with pytest.raises(ConfigError, match=rf"config key '{key}' must be {allowed}; got {value!r}"):
         make("BPR_DNS", **{key: value})
+
+
+def test_fused_optimizer_with_a_learner_it_has_no_kernel_for_names_the_learner():
+    with pytest.raises(ConfigError, match=r"config key 'fused_optimizer' applies to learner adam or adamw \(torch's fused "
+                                          r"kernels\); learner is 'sgd' \(set fused_optimizer: false\)"):
+        make("BPR", fused_optimizer=True, learner="sgd")
 
 
 def test_bad_dns_flag():

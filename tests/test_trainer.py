@@ -142,6 +142,51 @@ def test_checkpoint_is_weights_only_and_resume_equals_uninterrupted(prepare, tmp
     assert torch.equal(full.model.dns_pool.pool, resumed.model.dns_pool.pool)
 
 
+@pytest.mark.parametrize("model", ["BPR", "BPR_DNS"])
+def test_fused_optimizer_runs_the_fused_kernel_and_tracks_the_unfused_run(prepare, model):
+    runs = {}
+    for fused in (False, True):
+        _, trainer, train, _, _ = prepare(model, epochs=2, eval_step=0, dns_n=3, dns_k=20, fused_optimizer=fused)
+        assert type(trainer.optimizer) is torch.optim.Adam
+        assert [g["fused"] for g in trainer.optimizer.param_groups] == [True if fused else None]
+        trainer.fit(train, None, saved=False)
+        runs[fused] = trainer.model.state_dict()
+    for name, a in runs[False].items():  # the same update, up to float32 rounding, over two epochs
+        b = runs[True][name]
+        assert torch.allclose(a, b, rtol=0, atol=1e-4), (name, (a - b).abs().max())
+        assert not torch.equal(a, b) or name.endswith("bias"), name  # the kernel did run: rounding differs somewhere
+
+
+def test_fused_optimizer_on_a_device_without_the_kernel_is_a_config_error(prepare, monkeypatch):
+    from recbole_dns import trainer
+    from recbole_dns.errors import ConfigError
+    from recbole_dns.shims import fused_optimizer_devices
+
+    assert "cpu" in fused_optimizer_devices()  # torch 2.13 has the CPU kernel the other tests run
+    monkeypatch.setattr(trainer, "fused_optimizer_devices", lambda: ("cuda",))  # as if the CPU had none
+    with pytest.raises(ConfigError, match=r"fused_optimizer: true, but torch has no fused Adam for torch.float32 "
+                                          r"parameters on cpu \(only floating point ones on cuda\); set fused_optimizer: false"):
+        prepare("BPR", epochs=1, fused_optimizer=True)
+
+
+@pytest.mark.parametrize("first_fused", [True, False])
+def test_fused_optimizer_resume_equals_uninterrupted_and_follows_this_runs_setting(prepare, tmp_path, first_fused):
+    common = dict(dns_n=3, dns_k=20, eval_step=0, checkpoint_dir=str(tmp_path / "ckpt"), fused_optimizer=True)
+    _, full, train, _, _ = prepare("BPR_DNS", epochs=4, **common)
+    full.fit(train, None, saved=True)
+    _, first, train, _, _ = prepare("BPR_DNS", epochs=2, **{**common, "fused_optimizer": first_fused})
+    first.fit(train, None, saved=True)
+    _, resumed, train, _, _ = prepare("BPR_DNS", epochs=4, **common)
+    resumed.resume_checkpoint(_checkpoint(first))
+    assert [g["fused"] for g in resumed.optimizer.param_groups] == [True]  # this run's setting, not the checkpoint's
+    resumed.fit(train, None, saved=True)
+    for (name, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
+        if first_fused:
+            assert torch.equal(a, b), name
+        else:  # two epochs of the unfused kernel first: the same run up to float32 rounding
+            assert torch.allclose(a, b, rtol=0, atol=1e-4), name
+
+
 def test_resume_between_refreshes_keeps_the_checkpoint_pool(prepare, tmp_path, monkeypatch):
     common = dict(dns_n=4, dns_k=20, eval_step=0, checkpoint_dir=str(tmp_path / "ckpt"))
     _, first, train, _, _ = prepare("BPR_DNS", epochs=2, **common)
