@@ -120,7 +120,9 @@ class FusedOptimizerMixin:
 
     def resume_checkpoint(self, resume_file: str | os.PathLike) -> None:
         super().resume_checkpoint(resume_file)
-        fused = bool(self.config["fused_optimizer"]) and type(self.optimizer) in (torch.optim.Adam, torch.optim.AdamW)
+        if type(self.optimizer) not in (torch.optim.Adam, torch.optim.AdamW):
+            return
+        fused = bool(self.config["fused_optimizer"])
         for group in self.optimizer.param_groups:  # the checkpoint's groups carry the setting they were saved with
             group["fused"] = fused or None
             if fused:
