@@ -42,6 +42,12 @@ def _setup(args, model: str, **config) -> tuple:
                                       "fused_optimizer": args.fused, **config}, paper=True)
 
 
+def refresh(model) -> None:
+    """What ``model`` runs at a refresh epoch: its tables (a graph model's propagation) and the pool's rebuild."""
+    with torch.no_grad():
+        model.dns_pool.refresh(*model.dns_tables(), 0)
+
+
 def bench_refresh(args, trainer, train) -> dict:
     device = trainer.device
     model = trainer.model
@@ -49,8 +55,7 @@ def bench_refresh(args, trainer, train) -> dict:
         users, items = (t.detach() for t in model.dns_tables())
 
     def ours():  # what the model does at a refresh epoch: tables (propagation) + build_pool
-        with torch.no_grad():
-            model.dns_pool.refresh(*model.dns_tables(), 0)
+        refresh(model)
 
     def floor():  # the refresh's own product (cpu_mm)
         scores = cpu_mm(F.normalize(users, dim=1), F.normalize(items, dim=1).t())
@@ -84,11 +89,6 @@ def bench_epochs(args, refresh_s: float, dns, dns_train) -> dict:
         arms["compiled"] = (compiled, compiled_train)
     device = dns.device
     model = dns.model
-
-    def refresh():
-        with torch.no_grad():
-            model.dns_pool.refresh(*model.dns_tables(), 0)
-
     # the refresh is kept out of the timed epochs (none is a multiple of dns_n) and timed apart in every round
     epochs = list(itertools.islice((e for e in itertools.count(1) if e % args.n), args.epochs + 1))
     first = {}
@@ -102,7 +102,7 @@ def bench_epochs(args, refresh_s: float, dns, dns_train) -> dict:
         assert not model.dns_pool.due(epoch)
         for name in names[i % len(names):] + names[: i % len(names)]:  # each in each position in turn
             if name == "refresh":
-                t[name].append(timed(refresh, device)[0])
+                t[name].append(timed(lambda: refresh(model), device)[0])
                 continue
             trainer, train = arms[name]
             t[name].append(timed(lambda: trainer._train_epoch(train, epoch), device)[0])

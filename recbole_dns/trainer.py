@@ -95,8 +95,8 @@ def loss_term_names(model: torch.nn.Module, n_terms: int) -> list[str]:
     return names + [f"term {i + 1} of {n_terms}" for i in range(len(names), n_terms)]
 
 
-#: the learners ``fused_optimizer: true`` applies to (torch's fused Adam and AdamW kernels)
-FUSED_LEARNERS = ("adam", "adamw")
+#: RecBole's ``learner`` values ``fused_optimizer: true`` applies to -> the optimiser with torch's fused kernel
+FUSED_LEARNERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 
 
 class FusedOptimizerMixin:
@@ -107,7 +107,7 @@ class FusedOptimizerMixin:
 
     def _build_optimizer(self, **kwargs):
         optimizer = super()._build_optimizer(**kwargs)
-        if not self.config["fused_optimizer"] or type(optimizer) not in (torch.optim.Adam, torch.optim.AdamW):
+        if not self.config["fused_optimizer"] or type(optimizer) not in FUSED_LEARNERS.values():
             return optimizer
         devices = fused_optimizer_devices()
         for group in optimizer.param_groups:
@@ -120,7 +120,7 @@ class FusedOptimizerMixin:
 
     def resume_checkpoint(self, resume_file: str | os.PathLike) -> None:
         super().resume_checkpoint(resume_file)
-        if type(self.optimizer) not in (torch.optim.Adam, torch.optim.AdamW):
+        if type(self.optimizer) not in FUSED_LEARNERS.values():
             return
         fused = bool(self.config["fused_optimizer"])
         for group in self.optimizer.param_groups:  # the checkpoint's groups carry the setting they were saved with
