@@ -8,7 +8,7 @@ import scipy.sparse as sp
 import torch
 
 from recbole_dns import build_pool
-from recbole_dns.dns.kernel import CPU_CHUNK_MB, CPU_CHUNK_MIN_USERS, blocked_topk, chunk_size_for, topk_block
+from recbole_dns.dns.kernel import CPU_CHUNK_MB, CPU_CHUNK_MIN_USERS, blocked_topk, chunk_size_for, topk_blocks
 
 
 def _random_case(n_users=37, n_items=53, d=8, density=0.2, seed=0):
@@ -159,26 +159,34 @@ def test_duplicate_entries_in_exclude_are_counted_once():
 
 
 @pytest.mark.parametrize("largest", [True, False])
-@pytest.mark.parametrize("width,k,block", [(60, 15, 2), (1003, 12, 10), (999, 40, 3), (65, 32, 2), (40, 3, 7)])
-def test_blocked_topk_equals_torch_topk(largest, width, k, block):
+@pytest.mark.parametrize("ordered", [True, False])
+@pytest.mark.parametrize("width,k,blocks", [(60, 15, (2,)), (1003, 12, (10,)), (999, 40, (3,)), (65, 32, (2,)),
+                                            (40, 3, (7,)), (1003, 10, (5, 4)), (4001, 20, (6, 5)), (130, 7, (3, 2))])
+def test_blocked_topk_equals_torch_topk(largest, ordered, width, k, blocks):
     gen = torch.Generator().manual_seed(width + k)
     scores = torch.randn(23, width, generator=gen)
     fill = -math.inf if largest else math.inf
     scores[3, : width - k // 2] = fill  # a row with fewer than k finite scores
     scores[5, ::3] = fill  # excluded columns in an ordinary row
     ref = torch.topk(scores, k, dim=1, largest=largest, sorted=True)
-    got = blocked_topk(scores, k, largest, block)
-    assert torch.equal(scores.gather(1, got), ref.values)
+    got = blocked_topk(scores, k, largest, blocks, ordered)
     finite = torch.isfinite(ref.values)
-    assert torch.equal(got[finite], ref.indices[finite])  # no ties among the finite scores: the same items
-    assert torch.equal(blocked_topk(scores, k, largest, 1), ref.indices)
+    if ordered:
+        assert torch.equal(scores.gather(1, got), ref.values)
+        assert torch.equal(got[finite], ref.indices[finite])  # no ties among the finite scores: the same items
+    else:  # the same items, in any order
+        assert torch.equal(scores.gather(1, got).sort(1, descending=largest).values, ref.values)
+        rows = finite.all(1)
+        assert torch.equal(got[rows].sort(1).values, ref.indices[rows].sort(1).values)
+    assert torch.equal(blocked_topk(scores, k, largest, ()), ref.indices)
 
 
-def test_topk_block_is_about_sqrt_width_over_k_on_the_cpu_only():
-    assert topk_block(12102, 150, "cpu") == 9 and topk_block(40981, 150, "cpu") == 17
-    assert topk_block(53, 10, "cpu") == 2  # the brute-force cases above take the blocked path
-    assert topk_block(200, 150, "cpu") == 1 and topk_block(12102, 150, "cuda") == 1
-
+def test_topk_blocks_are_one_level_of_about_sqrt_width_over_k_or_two_nested_on_the_cpu_only():
+    assert topk_blocks(12102, 150, "cpu") == (4, 4) and topk_blocks(40981, 150, "cpu") == (6, 7)  # ratios 81, 273
+    assert topk_blocks(12102, 100, "cpu") == (5, 5) and topk_blocks(10**6, 100, "cpu") == (22, 21)
+    assert topk_blocks(1682, 100, "cpu") == (4,)  # ratio 17: one level
+    assert topk_blocks(53, 10, "cpu") == (2,)  # the brute-force cases above take the blocked path
+    assert topk_blocks(200, 150, "cpu") == () and topk_blocks(12102, 150, "cuda") == ()
 
 
 def test_chunks_are_cache_sized_on_the_cpu_and_as_large_as_the_memory_bound_elsewhere():
@@ -193,12 +201,13 @@ def test_chunks_are_cache_sized_on_the_cpu_and_as_large_as_the_memory_bound_else
 
 @pytest.mark.parametrize("sampler,largest", [("dissimilar", False), ("similar", True)])
 def test_blocked_refresh_with_a_tail_of_columns_matches_brute_force(sampler, largest):
-    # 1003 items, k 10: block 10, the last 3 columns in no block; user 2 keeps only 6 allowed items
+    # 1003 items, k 10: blocks 5 then 4, the last 3 columns in no block at the first level, 200 % 4 = 0 at the
+    # second; user 2 keeps only 6 allowed items
     user, item, exclude = _random_case(n_users=41, n_items=1003, d=6, density=0.05, seed=7)
     dense = exclude.toarray() > 0
     dense[2, :-6] = True
     exclude = sp.csr_matrix(dense.astype(np.float32))
-    assert topk_block(1003, 10, "cpu") == 10
+    assert topk_blocks(1003, 10, "cpu") == (5, 4)
     with pytest.warns(RuntimeWarning, match="1 of 41 users have fewer than k=10"):
         pool = build_pool(torch.from_numpy(user), torch.from_numpy(item), exclude, 10, sampler, chunk_size=16)
     ref = _reference(user, item, exclude, 10, largest)

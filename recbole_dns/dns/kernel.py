@@ -45,40 +45,56 @@ def chunk_size_for(n_items: int, memory_mb: float, device: torch.device | str | 
     return chunk
 
 
-def topk_block(width: int, k: int, device: torch.device | str) -> int:
-    """The block size :func:`blocked_topk` uses for rows of ``width`` scores on ``device``: about
-    ``sqrt(width / k)`` (the two ``torch.topk`` calls it makes then read ``2 sqrt(width k)`` scores a row
-    instead of ``width``); 1 (plain ``torch.topk``) off the CPU, where ``torch.topk`` is a radix select, or
-    when rows are too short to gain."""
+#: rows of at least this many times ``k`` scores pick their blocks by a nested :func:`blocked_topk` (three
+#: ``torch.topk`` calls of about ``(width / k) ** (1/3) * k`` scores each instead of two of ``sqrt(width / k) * k``;
+#: docs/benchmarks.md, "The refresh's top-k nested")
+TOPK_NESTED_RATIO = 40
+
+
+def topk_blocks(width: int, k: int, device: torch.device | str) -> tuple[int, ...]:
+    """The block sizes :func:`blocked_topk` uses for rows of ``width`` scores on ``device``, outermost first: one
+    block of about ``sqrt(width / k)`` (two ``torch.topk`` calls reading ``2 sqrt(width k)`` scores a row instead of
+    ``width``), two of about ``(width / k) ** (1/3)`` from :data:`TOPK_NESTED_RATIO` on; ``()`` (plain
+    ``torch.topk``) off the CPU, where ``torch.topk`` is a radix select, or when rows are too short to gain."""
     if torch.device(device).type != "cpu":
-        return 1
-    block = round(math.sqrt(width / max(1, k)))
-    return block if block >= 2 and width // block >= k else 1
+        return ()
+    blocks = []
+    for level in range(2 if width / max(1, k) >= TOPK_NESTED_RATIO else 1, 0, -1):
+        block = round((width / max(1, k)) ** (1 / (level + 1)))  # the blocks' heads of this level are the next's row
+        if block < 2 or width // block < k:
+            break
+        blocks.append(block)
+        width //= block
+    return tuple(blocks)
 
 
-def blocked_topk(scores: torch.Tensor, k: int, largest: bool, block: int) -> torch.Tensor:
-    """``torch.topk(scores, k, dim=1, largest=largest, sorted=True).indices`` (equal up to the order of ties)
-    for a ``[rows, width]`` matrix whose rows are contiguous, in two smaller ``torch.topk`` calls.
+def blocked_topk(scores: torch.Tensor, k: int, largest: bool, blocks: tuple[int, ...] | list[int],
+                 ordered: bool = True) -> torch.Tensor:
+    """``torch.topk(scores, k, dim=1, largest=largest, sorted=ordered).indices`` (the same items up to ties; in
+    the same order up to ties with ``ordered``, else in no particular order) for a ``[rows, width]`` matrix whose
+    rows are contiguous, in smaller ``torch.topk`` calls (``blocks`` from :func:`topk_blocks`).
 
-    With ``heads = width // block``, column ``j < heads`` heads the strided block ``{j, j + heads, ...,
-    j + (block - 1) heads}``; the last ``width % block`` columns are in no block. The ``k`` blocks with the
-    highest maxima (lowest minima) and those last columns hold a row's ``k`` highest (lowest) scores: any
-    other score is at most the ``k``-th highest block maximum, which ``k`` scores of the chosen blocks reach.
-    On the CPU ``torch.topk`` costs more per score read than the product per score written; this reads the
-    row once for the block extremes (a vectorised reduction over contiguous slices), then runs ``torch.topk``
-    over ``heads`` extremes and ``k * block`` candidates. ``block < 2`` is plain ``torch.topk``.
+    With ``block = blocks[0]`` and ``heads = width // block``, column ``j < heads`` heads the strided block ``{j,
+    j + heads, ..., j + (block - 1) heads}``; the last ``width % block`` columns are in no block. The ``k`` blocks with
+    the highest maxima (lowest minima) and those last columns hold a row's ``k`` highest (lowest) scores: any other
+    score is at most the ``k``-th highest block maximum, which ``k`` scores of the chosen blocks reach. On the CPU
+    ``torch.topk`` costs more per score read than the product per score written; this reads the row once for the
+    block extremes (a vectorised reduction over contiguous slices), picks the ``k`` blocks among the ``heads``
+    extremes (by ``torch.topk``, or again by blocks with ``blocks[1:]``), then runs ``torch.topk`` over their ``k *
+    block`` candidates. ``blocks`` empty: plain ``torch.topk``.
     """
-    if block < 2:
-        return torch.topk(scores, k, dim=1, largest=largest, sorted=True).indices
+    if not blocks:
+        return torch.topk(scores, k, dim=1, largest=largest, sorted=ordered).indices
+    block = blocks[0]
     rows, width = scores.shape
     heads = width // block
     body = scores[:, : heads * block].view(rows, block, heads)
     extremes = body.amax(1) if largest else body.amin(1)
-    chosen = torch.topk(extremes, k, dim=1, largest=largest, sorted=False).indices  # [rows, k] block heads
+    chosen = blocked_topk(extremes, k, largest, blocks[1:], ordered=False)  # [rows, k] block heads
     candidates = body.gather(2, chosen.unsqueeze(1).expand(rows, block, k)).reshape(rows, block * k)
     if heads * block < width:
         candidates = torch.cat([candidates, scores[:, heads * block :]], dim=1)
-    at = torch.topk(candidates, k, dim=1, largest=largest, sorted=True).indices  # slice * k + slot, or the tail
+    at = torch.topk(candidates, k, dim=1, largest=largest, sorted=ordered).indices  # slice * k + slot, or the tail
     in_blocks = torch.div(at, k, rounding_mode="floor") * heads + chosen.gather(1, at % k)
     return torch.where(at < block * k, in_blocks, at + (heads * block - block * k))
 
@@ -138,7 +154,9 @@ def build_pool(
 
     Returns:
         ``LongTensor [n_users, k]`` of item ids on the embeddings' device. A user with fewer than
-        ``k`` allowed items gets its allowed items repeated (one warning says how many users).
+        ``k`` allowed items gets its allowed items repeated (one warning says how many users). Rows are in the
+        sampler's order with ``skip > 0`` or when a user is short of ``k`` allowed items; otherwise a row is a set in
+        no particular order (the draws from it are uniform), which spares the top-k its sort.
 
     Raises:
         ValueError: bad arguments, or a user with no allowed item at all.
@@ -189,7 +207,10 @@ def build_pool(
     fill = -math.inf if largest else math.inf
     skip = int(skip)
     kk = min(k + skip, n_items)
-    block = topk_block(n_items, kk, device)
+    blocks = topk_blocks(n_items, kk, device)
+    # a row's order matters for a band (ranks skip..skip+k-1) and for a user short of allowed items (allowed ones
+    # first); otherwise the pool is a set, and an unordered top-k is cheaper
+    ordered = skip > 0 or short > 0
     cols = torch.arange(k, device=device)
     pool = torch.empty((n_users, k), dtype=torch.long, device=device)
     # one score buffer for every chunk: a fresh chunk-sized allocation per chunk costs page faults
@@ -208,7 +229,7 @@ def build_pool(
             counts = indptr[start + 1 : end + 1] - indptr[start:end]
             rows = torch.repeat_interleave(torch.arange(end - start, device=device), counts)
             scores[rows, indices[lo:hi]] = fill
-        top = blocked_topk(scores, kk, largest, block)
+        top = blocked_topk(scores, kk, largest, blocks, ordered)
         # allowed items come first (excluded ones score +-inf): take ranks first..first+k-1 of them, where
         # first = skip, or less for a user with fewer than skip + k allowed items; cycle when short of k
         n_allowed = allowed[start:end].unsqueeze(1)

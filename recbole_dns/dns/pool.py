@@ -45,8 +45,8 @@ class DNSPool:
 
     In a distributed run (a ``torch.distributed`` process group of ``N`` ranks), every rank builds the
     rows of its ``1/N`` of the users (:meth:`build_shard`) and the shards are all-gathered: every rank
-    holds the same pool, equal to a one-process build from the same tables for ``dissimilar`` and
-    ``similar`` (through the index: up to the order of float32 ties within a row); ``random`` draws each shard
+    holds the same pool, with the items of a one-process build from the same tables in every row for ``dissimilar``
+    and ``similar`` (a row's order may differ where it has none, see :func:`build_pool`); ``random`` draws each shard
     from one seed shared by the ranks, offset by the rank.
     """
 
