@@ -68,7 +68,7 @@ def test_the_model_uses_the_loss_its_config_asks_for(prepare):
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
-def test_the_eager_losss_closed_form_gradient_is_autograds(reduction):
+def test_the_eager_loss_gradient_in_closed_form_equals_autograds(reduction):
     # float64 for a tight check: zero vectors (clamped norms), the L2 squares' own gradients, a gradient into the logits
     gen = torch.Generator().manual_seed(3)
     user_e, candidates = torch.randn(29, 6, generator=gen, dtype=torch.float64), torch.randn(4, 29, 6, generator=gen,
