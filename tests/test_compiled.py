@@ -4,7 +4,7 @@ to the eager loss, with one warning, where compiling fails."""
 import pytest
 import torch
 
-from recbole_dns.dns import CompiledLoss, dns_loss_parts, eager_loss_parts, loss_function
+from recbole_dns.dns import CompiledLoss, dns_loss_parts, loss_function
 from recbole_dns.dns.loss import dns_loss
 
 
@@ -53,7 +53,7 @@ def test_a_failed_compile_warns_once_and_runs_the_eager_loss(monkeypatch):
 
 
 def test_the_model_uses_the_loss_its_config_asks_for(prepare):
-    assert loss_function(False) is eager_loss_parts and isinstance(loss_function(True), CompiledLoss)
+    assert loss_function(False) is dns_loss_parts and isinstance(loss_function(True), CompiledLoss)
     losses = {}
     for flag in (False, True):
         _, trainer, train, _, _ = prepare("BPR_DNS", dns_compile=flag, epochs=1)
@@ -65,32 +65,3 @@ def test_the_model_uses_the_loss_its_config_asks_for(prepare):
         losses[flag] = [t.detach() for t in model.calculate_loss(batch)]
     for a, b in zip(losses[False], losses[True]):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
-
-
-@pytest.mark.parametrize("reduction", ["mean", "sum"])
-def test_the_eager_loss_gradient_in_closed_form_equals_autograds(reduction):
-    # float64 for a tight check: zero vectors (clamped norms), the L2 squares' own gradients, a gradient into the logits
-    gen = torch.Generator().manual_seed(3)
-    user_e, candidates = torch.randn(29, 6, generator=gen, dtype=torch.float64), torch.randn(4, 29, 6, generator=gen,
-                                                                                         dtype=torch.float64)
-    candidates[2, 5] = 0
-    user_e[7] = 0
-    weights = torch.randn(4, 29, generator=gen, dtype=torch.float64)
-
-    def grads(fn, use_logits):
-        u, c = user_e.clone().requires_grad_(), candidates.clone().requires_grad_()
-        loss, logits, user_sq, items_sq = fn(u, c, 0.3, "cosine", reduction)
-        total = loss + 0.5 * user_sq.sum() + (weights * items_sq).sum() + ((weights * logits).sum() if use_logits else 0)
-        total.backward()
-        return [loss.detach(), logits.detach(), u.grad, c.grad]
-
-    for use_logits in (False, True):
-        for g, r in zip(grads(eager_loss_parts, use_logits), grads(dns_loss_parts, use_logits)):
-            torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)
-    u = user_e.clone().requires_grad_()
-    loss = eager_loss_parts(u, candidates, 0.3, "cosine", reduction)[0]  # the candidates without gradient
-    loss.backward()
-    u2 = user_e.clone().requires_grad_()
-    dns_loss_parts(u2, candidates, 0.3, "cosine", reduction)[0].backward()
-    torch.testing.assert_close(u.grad, u2.grad, rtol=1e-10, atol=1e-12)
-    assert eager_loss_parts(user_e, candidates, 0.3)[0].grad_fn is None  # nothing wants a gradient: the plain loss

@@ -15,14 +15,13 @@
 from recbole_dns.dns.compiled import CompiledLoss, loss_function
 from recbole_dns.dns.index import INDEXES, index_pool, resolve_index
 from recbole_dns.dns.kernel import REFRESH_DTYPES, SAMPLERS, ExclusionRows, build_pool, chunk_size_for, sample_distinct
-from recbole_dns.dns.loss import (SIMILARITIES, cosine, dns_logits, dns_loss, dns_loss_parts, eager_loss_parts,
-                                  loss_from_logits, stacked_dns_loss)
+from recbole_dns.dns.loss import SIMILARITIES, cosine, dns_logits, dns_loss, dns_loss_parts, loss_from_logits, stacked_dns_loss
 from recbole_dns.dns.model import LOSSES, PREDICTIONS, DNSBatch, DNSModel
 from recbole_dns.dns.pool import DRAWS, DNSPool
 
 __all__ = [
     "CompiledLoss", "loss_function", "SAMPLERS", "REFRESH_DTYPES", "SIMILARITIES", "DRAWS", "PREDICTIONS", "LOSSES", "INDEXES",
     "ExclusionRows", "build_pool", "chunk_size_for", "sample_distinct", "index_pool", "resolve_index",
-    "cosine", "dns_logits", "dns_loss", "dns_loss_parts", "eager_loss_parts", "loss_from_logits", "stacked_dns_loss",
+    "cosine", "dns_logits", "dns_loss", "dns_loss_parts", "loss_from_logits", "stacked_dns_loss",
     "DNSPool", "DNSBatch", "DNSModel",
 ]

@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 
-from recbole_dns.dns.loss import dns_loss_parts, eager_loss_parts
+from recbole_dns.dns.loss import dns_loss_parts
 
 
 class CompiledLoss:
@@ -38,7 +38,7 @@ class CompiledLoss:
                 self._probe(user_e, candidates, tau, similarity, reduction)
                 self._probed.add(key)
         if self.failed is not None or not (user_e.requires_grad or candidates.requires_grad):
-            return eager_loss_parts(user_e, candidates, tau, similarity, reduction)
+            return dns_loss_parts(user_e, candidates, tau, similarity, reduction)
         return self._compiled(user_e, candidates, tau, similarity, reduction)
 
     def _probe(self, user_e: torch.Tensor, candidates: torch.Tensor, tau: float, similarity: str,
@@ -66,5 +66,5 @@ compiled_loss = CompiledLoss()
 
 
 def loss_function(compiled: bool) -> Callable:
-    """The batch loss: :data:`compiled_loss` with ``dns_compile: true``, else :func:`eager_loss_parts`."""
-    return compiled_loss if compiled else eager_loss_parts
+    """The batch loss: :data:`compiled_loss` with ``dns_compile: true``, else the eager :func:`dns_loss_parts`."""
+    return compiled_loss if compiled else dns_loss_parts

@@ -84,61 +84,6 @@ def dns_loss_parts(user_e: torch.Tensor, candidates: torch.Tensor, tau: float, s
     return loss_from_logits(logits, reduction), logits, user_sq, items_sq
 
 
-class _CosineLossGrad(torch.autograd.Function):
-    """:func:`dns_loss_parts` for the cosine, with its gradient in closed form: four passes over the ``[K, B, d]``
-    candidates instead of the dozen of autograd's backward through the cosine, the log-sum-exp and the norms."""
-
-    @staticmethod
-    def forward(ctx, user_e: torch.Tensor, candidates: torch.Tensor, tau: float, reduction: str) -> tuple:
-        loss, logits, user_sq, items_sq = dns_loss_parts(user_e, candidates, tau, "cosine", reduction)
-        ctx.save_for_backward(user_e, candidates, logits, user_sq, items_sq)
-        ctx.tau, ctx.reduction = tau, reduction
-        ctx.set_materialize_grads(False)
-        return loss, logits, user_sq, items_sq
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g_loss, g_logits, g_user_sq, g_items_sq) -> tuple:
-        user_e, candidates, logits, user_sq, items_sq = ctx.saved_tensors
-        tau = ctx.tau
-        # d/d logits of the loss: (softmax over the K candidates - [1, 0, ..., 0]) per instance, times the reduction
-        g = torch.zeros_like(logits)
-        if g_loss is not None:
-            scale = g_loss / logits.shape[1] if ctx.reduction == "mean" else g_loss
-            g = torch.softmax(logits, 0).mul_(scale)
-            g[0] -= scale
-        if g_logits is not None:
-            g = g + g_logits
-        g_cos = g.div_(tau)  # [K, B]
-        g_cos_cos = g_cos * logits * tau  # g_cos * cos
-        inv_u = user_sq.clamp_min(_COS_EPS**2).rsqrt()
-        inv_c = items_sq.clamp_min(_COS_EPS**2).rsqrt()
-        # cos = dot * inv_u * inv_c: d cos / d u = inv_u inv_c c - cos inv_u^2 u (no second term where the norm is clamped)
-        coef = g_cos.mul_(inv_u).mul_(inv_c)  # of c in the user's gradient and of u in the candidates'
-        own_u = g_cos_cos.sum(0).mul_(inv_u.square()).neg_().masked_fill_(user_sq < _COS_EPS**2, 0)
-        own_c = g_cos_cos.mul_(inv_c.square()).neg_().masked_fill_(items_sq < _COS_EPS**2, 0)
-        if g_user_sq is not None:
-            own_u.add_(g_user_sq, alpha=2)
-        if g_items_sq is not None:
-            own_c.add_(g_items_sq, alpha=2)
-        grad_u = grad_c = None
-        if ctx.needs_input_grad[0]:
-            grad_u = (coef.unsqueeze(-1) * candidates).sum(0).addcmul_(own_u.unsqueeze(-1), user_e)
-        if ctx.needs_input_grad[1]:
-            grad_c = torch.addcmul(own_c.unsqueeze(-1) * candidates, coef.unsqueeze(-1), user_e)
-        return grad_u, grad_c, None, None
-
-
-def eager_loss_parts(user_e: torch.Tensor, candidates: torch.Tensor, tau: float, similarity: str = "cosine",
-                     reduction: str = "mean") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """:func:`dns_loss_parts` as the eager training step runs it: the same values; for the cosine with gradients
-    wanted, the backward in closed form (:class:`_CosineLossGrad`; a BPR_DNS epoch on amazon-beauty 2% shorter,
-    docs/benchmarks.md, "The refresh's top-k nested")."""
-    if similarity != "cosine" or not torch.is_grad_enabled() or not (user_e.requires_grad or candidates.requires_grad):
-        return dns_loss_parts(user_e, candidates, tau, similarity, reduction)
-    return _CosineLossGrad.apply(user_e, candidates, tau, reduction)
-
-
 def stacked_dns_loss(user_e: torch.Tensor, candidates: torch.Tensor, tau: float, reduction: str = "mean",
                      similarity: str = "cosine") -> torch.Tensor:
     """:func:`dns_loss` with the items stacked as ``[K, B, d]``, the positive first."""
