@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from recbole_dns.config import with_dns_preset  # noqa: E402
 from recbole_dns.dns import build_pool  # noqa: E402
-from recbole_dns.launcher import free_port, report_errors, spawn  # noqa: E402
+from recbole_dns.launcher import free_port, report_errors, spawn, threads_per_process  # noqa: E402
 from recbole_dns.parallel import rank_and_world  # noqa: E402
 from recbole_dns.quick_start import fit_and_test, prepare  # noqa: E402
 
@@ -88,7 +88,7 @@ def train_all(args, extra: dict) -> list[dict]:
 
 
 def _rank(rank, nproc, args, port, queue):
-    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // nproc))
+    torch.set_num_threads(threads_per_process(nproc))
     with report_errors(rank, queue):
         extra = {"world_size": nproc, "nproc": nproc, "ip": "localhost", "port": port, "offset": 0, "local_rank": rank}
         res = train_all(args, extra)

@@ -52,7 +52,8 @@ def init_ray(address: str | None = None, log_to_driver: bool = True) -> bool:
     return True
 
 
-def _threads_per_rank(nproc: int) -> int:
+def threads_per_process(nproc: int) -> int:
+    """Torch threads for each of ``nproc`` processes sharing the cores this process may use (at least 1)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, cores // nproc)
 
@@ -77,7 +78,7 @@ def report_errors(rank: int, queue: Any) -> Iterator[None]:
 
 def _worker(rank: int, nproc: int, kwargs: dict, queue) -> None:
     """One rank: :func:`~recbole_dns.quick_start.run_recbole_dns` with ``local_rank = rank``."""
-    torch.set_num_threads(_threads_per_rank(nproc))  # nproc ranks share this machine's cores
+    torch.set_num_threads(threads_per_process(nproc))  # nproc ranks share this machine's cores
     kwargs = dict(kwargs, config_dict={**kwargs["config_dict"], "local_rank": rank})
     with report_errors(rank, queue):
         result = run_recbole_dns(**kwargs)

@@ -7,12 +7,6 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _threads_per_worker() -> int:
-    """The cores this process may use, shared among pytest-xdist's workers (every core when run alone)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
-
-
 @pytest.fixture(autouse=True)
 def _share_the_cores():
     """Each xdist worker gets its share of the cores: two workers with a thread per core each spin OpenMP threads on busy
@@ -20,7 +14,9 @@ def _share_the_cores():
     refresh's top-k nested"). Set before every test, as a test may change it (the experiments runner sets its own)."""
     import torch
 
-    torch.set_num_threads(_threads_per_worker())
+    from recbole_dns.launcher import threads_per_process
+
+    torch.set_num_threads(threads_per_process(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
     yield
 
 
