@@ -8,6 +8,11 @@ inside it), the backward pass and the optimiser's step. ``--batches`` steps of e
 ``--reps`` times, medians of the per-batch milliseconds. The variant runs the mechanism as the paper has
 it (``dns_preset: paper``, pool built once before timing; ``bench_dns.py`` adds the refresh, amortised over
 ``dns_n``). Issue 21 asks why a BPR_DNS epoch is more than 1.1x BPR's: this says which part of the step it is.
+
+Also, on the variant's tables and one batch's ids (the user, and the positive, static and contrastive negative
+items stacked as the DNS loss looks them up): the lookups' backward through torch's ``F.embedding``
+against :func:`recbole_dns.shims.lookup` (which both models use), alternated, and whether their gradients are
+bitwise equal.
 """
 
 from __future__ import annotations
@@ -18,8 +23,11 @@ import statistics
 import time
 
 import torch
+import torch.nn.functional as F
 
 from harness import add_data_args, sync, trainer_for  # this folder; puts the repository on sys.path
+
+from recbole_dns.shims import lookup
 
 PARTS = ("batch", "forward", "backward", "optimiser")
 DRAW = "draw of i'-"  # timed apart, after the step: it is part of the forward
@@ -72,6 +80,40 @@ def time_steps(trainer, train, batches: int, device: torch.device) -> dict[str, 
     return out
 
 
+def lookup_backward(trainer, train, reps: int, device: torch.device) -> dict:
+    """Milliseconds (medians of ``reps``, alternated) of the backward of one batch's lookups (their forward is the same
+    ``index_select``) through ``F.embedding`` and through :func:`~recbole_dns.shims.lookup`, and whether the two
+    gradients are bitwise equal."""
+    model = trainer.model
+    inter = next(iter(train)).to(device)
+    with torch.no_grad():
+        user_table, item_table = (t.detach() for t in model.train_tables())
+        item_ids = torch.stack([inter[model.ITEM_ID], inter[model.NEG_ITEM_ID],
+                                model.dns_negatives(inter, user_table, item_table)[:, 0]])
+    users = inter[model.USER_ID]
+    upstream = (torch.randn(len(users), user_table.shape[1], device=device),
+                torch.randn(*item_ids.shape, item_table.shape[1], device=device))
+
+    def run(fn):
+        tables = user_table.clone().requires_grad_(), item_table.clone().requires_grad_()
+        outputs = [fn(users, tables[0]), fn(item_ids, tables[1])]
+        sync(device)
+        start = time.perf_counter()
+        torch.autograd.backward(outputs, list(upstream))
+        sync(device)
+        return (time.perf_counter() - start) * 1e3, tables[0].grad, tables[1].grad
+
+    arms = {"F.embedding": lambda ids, table: F.embedding(ids, table), "lookup": lookup}
+    ms = {name: [] for name in arms}
+    for _ in range(reps):
+        for name, fn in arms.items():
+            ms[name].append(run(fn)[0])
+    ref, ours = run(arms["F.embedding"]), run(arms["lookup"])
+    return {"ms": {name: statistics.median(v) for name, v in ms.items()},
+            "bitwise_equal": bool(torch.equal(ref[1], ours[1]) and torch.equal(ref[2], ours[2])),
+            "ids": f"users [{len(users)}] + items {list(item_ids.shape)}"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_args(parser)
@@ -109,6 +151,10 @@ def main() -> None:
         print(f"| {part} | {base[part]:.2f} | {dns[part]:.2f} | {dns[part] / base[part]:.2f}x | {share} |")
     if DRAW in dns:
         print(f"| (draw of i'-, inside the forward) | | {dns[DRAW]:.2f} | | |")
+    look = lookup_backward(*runs[names[1]], max(5, args.reps * 4), device)
+    print(f"\nlookups of one batch ({look['ids']}), backward: F.embedding {look['ms']['F.embedding']:.2f} ms, "
+          f"shims.lookup {look['ms']['lookup']:.2f} ms ({look['ms']['lookup'] / look['ms']['F.embedding']:.2f}x); "
+          f"gradients bitwise equal: {look['bitwise_equal']}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ around and applied only where it is needed, never at import.
 * :func:`distributed_run` - by :class:`recbole_dns.Config` in a distributed run only;
 * :func:`fused_optimizer_devices` - by the trainer, with ``fused_optimizer: true``;
 * :func:`cpu_mm` - by the exact pool refresh (:mod:`recbole_dns.dns.kernel`) and the
-  full-sort scores of BPR, LightGCN (and its subclasses) and ``dns_predict: cosine``, on the CPU.
+  full-sort scores of BPR, LightGCN (and its subclasses) and ``dns_predict: cosine``, on the CPU;
+* :func:`lookup` - by BPR's and the DNS loss's embedding lookups, on the CPU.
 
 (The device / process-group shim is :meth:`recbole_dns.Config._init_device`; checkpoints that load on
 torch >= 2.6 are this package's own format, :mod:`recbole_dns.checkpoint`.)
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 
 def version_at_least(version: str, minimum: str) -> bool:
@@ -167,6 +169,39 @@ def cpu_mm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) ->
     with blas.limit(limits=torch.get_num_threads()):
         np.matmul(a.detach().numpy(), b.detach().numpy(), out=out.numpy())
     return out
+
+
+class _CpuLookup(torch.autograd.Function):
+    """``table[ids]`` whose backward adds the rows with one ``index_add_`` (see :func:`lookup`)."""
+
+    @staticmethod
+    def forward(ctx, table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(ids)
+        ctx.rows = table.shape[0]
+        return table.index_select(0, ids.reshape(-1)).view(*ids.shape, table.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (ids,) = ctx.saved_tensors
+        width = grad.shape[-1]
+        return grad.new_zeros((ctx.rows, width)).index_add_(0, ids.reshape(-1), grad.reshape(-1, width)), None
+
+
+def lookup(ids: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """``F.embedding(ids, table)`` (rows of a 2-D ``table``, shaped ``[*ids.shape, d]``), the same values and
+    gradients.
+
+    torch's CPU backward of an embedding lookup (``embedding_dense_backward``, torch 2.13) adds the gradient one
+    row per call of its add kernel, with every thread scanning all the ids: a ``[6144, 64]`` gradient into a
+    12,102-row table took 0.77 ms against 0.39 ms for ``index_add_``, which sums the same rows in the same order
+    (bitwise equal; ``benchmarks/bench_step.py``). So a lookup whose table needs a gradient on the CPU goes through
+    ``index_add_``; everywhere else (GPU, where torch's backward is a sorted, deterministic kernel, and
+    no-gradient lookups) this is ``F.embedding``. Not gated on a torch version (measured on 2.13 only):
+    ``bench_step.py`` prints both backwards and whether they are equal, to re-check on an upgrade.
+    """
+    if table.device.type != "cpu" or not (table.requires_grad and torch.is_grad_enabled()):
+        return F.embedding(ids, table)
+    return _CpuLookup.apply(table, ids)
 
 
 def fused_optimizer_devices() -> tuple[str, ...]:

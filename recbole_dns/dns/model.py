@@ -13,7 +13,7 @@ from recbole_dns.dns.compiled import loss_function
 from recbole_dns.dns.loss import dns_logits
 from recbole_dns.dns.pool import DNSPool
 from recbole_dns.losses import l2_loss
-from recbole_dns.shims import cpu_mm
+from recbole_dns.shims import cpu_mm, lookup
 
 #: ``dns_predict``: the base model's prediction, or the cosine of the tables
 PREDICTIONS = ("model", "cosine")
@@ -227,11 +227,11 @@ class DNSModel:
         user_table, item_table = self.train_tables()
         dns_neg = self.dns_negatives(interaction, user_table, item_table)  # [B, m]
         static = [interaction[self.NEG_ITEM_ID]] if self.dns_keep_static else []
-        # one lookup for all item columns (F.embedding's backward is much faster on the CPU than tensor
-        # indexing), kept stacked as [K, B, d] for the loss: positive, static negative, contrastive ones
+        # one lookup for all item columns (its backward is much faster on the CPU than tensor indexing's),
+        # kept stacked as [K, B, d] for the loss: positive, static negative, contrastive ones
         item_ids = torch.cat([torch.stack([interaction[self.ITEM_ID], *static]), dns_neg.t()])
-        user_e = F.embedding(users, user_table)
-        candidates = F.embedding(item_ids, item_table)
+        user_e = lookup(users, user_table)
+        candidates = lookup(item_ids, item_table)
         main, logits, user_sq, items_sq = loss_function(self.dns_compile)(
             user_e, candidates, self.dns_tau, self.dns_similarity, self.dns_reduction)
         s = len(static)

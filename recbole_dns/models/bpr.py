@@ -12,7 +12,7 @@ from recbole.model.general_recommender.bpr import BPR as RecBoleBPR
 from torch import nn
 
 from recbole_dns.losses import l2_loss
-from recbole_dns.shims import cpu_mm
+from recbole_dns.shims import cpu_mm, lookup
 
 
 class BPR(RecBoleBPR):
@@ -42,7 +42,7 @@ class BPR(RecBoleBPR):
 
     def user_table(self, user: torch.Tensor | None = None) -> torch.Tensor:
         """User vectors (all users if ``user`` is None), bias columns appended when ``use_bias``."""
-        emb = self.user_embedding.weight if user is None else self.user_embedding(user)
+        emb = self.user_embedding.weight if user is None else lookup(user, self.user_embedding.weight)
         if not self.use_bias:
             return emb
         bias = self.user_bias if user is None else self.user_bias[user]
@@ -50,7 +50,7 @@ class BPR(RecBoleBPR):
 
     def item_table(self, item: torch.Tensor | None = None) -> torch.Tensor:
         """Item vectors (all items if ``item`` is None), bias columns appended when ``use_bias``."""
-        emb = self.item_embedding.weight if item is None else self.item_embedding(item)
+        emb = self.item_embedding.weight if item is None else lookup(item, self.item_embedding.weight)
         if not self.use_bias:
             return emb
         bias = self.item_bias if item is None else self.item_bias[item]
